@@ -1,0 +1,168 @@
+"""The generate stage: sample completions on held-out prompts, with the token log-probs KL needs.
+
+Policy samples carry, per generated token, the policy's log-prob, the reference's log-prob and the exact
+per-step KL(pi(.|prefix) || ref(.|prefix)) (ARCHITECTURE.md, Metrics). The policy's full next-token
+distributions come from `generate`'s raw logits, so the policy is never run again for KL; the reference runs
+one forward pass over the sampled sequences.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from bench.records import atomic_write_jsonl
+
+if TYPE_CHECKING:
+    from bench.config import GenerationSpec, RunSpec
+
+log = logging.getLogger(__name__)
+
+
+def _batches(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+@torch.no_grad()
+def sample(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    n_per_prompt: int,
+    gen: GenerationSpec,
+    seed: int,
+    reference: Any | None = None,
+    desc: str = "sampling",
+) -> list[dict[str, Any]]:
+    """Ancestral samples, `n_per_prompt` per prompt, as rows with token ids and per-token statistics.
+
+    `logprobs` are the sampling model's log-probs at temperature 1 (the model's distribution, which KL needs),
+    whatever the decoding settings. With `reference`, rows also get `ref_logprobs` and `kl_steps`.
+    """
+    torch.manual_seed(seed)
+    eos = tokenizer.eos_token_id
+    jobs = [(i, j, p) for i, p in enumerate(prompts) for j in range(n_per_prompt)]
+    rows: list[dict[str, Any]] = []
+    batches = _batches(jobs, gen.batch_size)
+    for b, batch in enumerate(batches):
+        enc = tokenizer([p for _, _, p in batch], return_tensors="pt", padding=True, add_special_tokens=False)
+        out = model.generate(
+            **enc,
+            do_sample=True,
+            temperature=gen.temperature,
+            top_k=gen.top_k,
+            top_p=gen.top_p,
+            max_new_tokens=gen.max_new_tokens,
+            output_logits=True,
+            return_dict_in_generate=True,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=eos,
+        )
+        prompt_len = enc["input_ids"].shape[1]
+        new_tokens = out.sequences[:, prompt_len:]  # (B, T)
+        logp = torch.stack(out.logits, dim=1).float().log_softmax(-1)  # (B, T, V), the model at T=1
+        token_logp = logp.gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
+        lengths = _lengths(new_tokens, eos)
+        ref_logp = ref_token_logp = None
+        if reference is not None:
+            ref_logits = reference(
+                input_ids=out.sequences, attention_mask=_attention(out.sequences, enc["attention_mask"], lengths)
+            ).logits
+            ref_logp = ref_logits[:, prompt_len - 1 : -1].float().log_softmax(-1)
+            ref_token_logp = ref_logp.gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
+        for k, (i, j, prompt) in enumerate(batch):
+            n = int(lengths[k])  # tokens including <eos> when it came
+            ids = new_tokens[k, :n].tolist()
+            finished = bool(n and ids[-1] == eos)
+            words = ids[:-1] if finished else ids
+            row: dict[str, Any] = {
+                "prompt_id": i,
+                "sample": j,
+                "prompt": prompt,
+                "completion": " " + tokenizer.decode(words, skip_special_tokens=True) if words else "",
+                "token_ids": ids,
+                "n_tokens": len(words),
+                "finished": finished,
+                "logprobs": [round(x, 6) for x in token_logp[k, :n].tolist()],
+            }
+            if ref_logp is not None and ref_token_logp is not None:
+                p = logp[k, :n]
+                kl = (p.exp() * (p - ref_logp[k, :n])).sum(-1)
+                row["ref_logprobs"] = [round(x, 6) for x in ref_token_logp[k, :n].tolist()]
+                row["kl_steps"] = [round(x, 6) for x in kl.tolist()]
+            rows.append(row)
+        log.info("%s: batch %d/%d (%d sequences)", desc, b + 1, len(batches), len(rows))
+    return rows
+
+
+def _lengths(new_tokens: torch.Tensor, eos: int) -> torch.Tensor:
+    """Generated length per row up to and including the first <eos> (all tokens when none came)."""
+    is_eos = new_tokens == eos
+    first = torch.where(is_eos.any(1), is_eos.float().argmax(1) + 1, torch.full_like(is_eos[:, 0], new_tokens.shape[1], dtype=torch.long))
+    return first
+
+
+def _attention(sequences: torch.Tensor, prompt_mask: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Mask of the prompt's real tokens and of each row's generated tokens up to its <eos>."""
+    steps = sequences.shape[1] - prompt_mask.shape[1]
+    gen_mask = torch.arange(steps).unsqueeze(0) < lengths.unsqueeze(1)
+    return torch.cat([prompt_mask, gen_mask.long()], dim=1)
+
+
+def heldout_prompts(spec: RunSpec) -> list[str]:
+    from bench.data.toyworld.build import ensure_world
+    from bench.records import read_jsonl
+
+    rows = read_jsonl(ensure_world(spec) / "heldout_prompts.jsonl")
+    prompts = [r["prompt"] for r in rows]
+    return prompts[: spec.eval.max_prompts] if spec.eval.max_prompts else prompts
+
+
+def reference_generations(spec: RunSpec) -> Path:
+    """Reference samples on the held-out prompts, computed once and shared by every run of the study that
+    has the same reference model, prompts, decoding and seed."""
+    from bench.config import config_hash
+    from bench.models import load_causal_lm, reference_model_path
+    from bench.records import file_lock
+
+    ref_path = reference_model_path(spec)
+    key = config_hash(
+        {"ref": str(ref_path.resolve()), "eval": spec.config["eval"]["generation"] | {"batch_size": None},
+         "n": spec.eval.samples_per_prompt, "prompts": spec.eval.max_prompts, "seed": spec.seed,
+         "dataset": spec.config["dataset"], "model": spec.config["model"]}
+    )
+    folder = Path(spec.paths["results"]) / spec.study / "_reference" / f"{spec.model.name}-s{spec.seed}-{key}"
+    out = folder / "generations.jsonl"
+    with file_lock(folder / ".lock"):
+        if not out.exists():
+            model, tok = load_causal_lm(ref_path, spec.model.dtype)
+            rows = sample(model, tok, heldout_prompts(spec), spec.eval.samples_per_prompt,
+                          spec.eval.generation, seed=_eval_seed(spec), desc="reference samples")
+            for r in rows:
+                r["ref_logprobs"], r["kl_steps"] = r["logprobs"], [0.0] * len(r["logprobs"])
+            atomic_write_jsonl(out, rows)
+    return out
+
+
+def _eval_seed(spec: RunSpec) -> int:
+    # Distinct from the training seed's stream, but a function of it: a seed changes the evaluation samples.
+    return 10_000 + spec.seed
+
+
+def run_generate(spec: RunSpec, run_dir: Path) -> Path:
+    """generations.jsonl: policy samples with policy/reference log-probs and per-step exact KL."""
+    from bench.models import load_causal_lm, reference_model_path
+
+    out = run_dir / "generations.jsonl"
+    if out.exists():
+        return out
+    policy, tok = load_causal_lm(spec.checkpoint_dir(), spec.model.dtype)
+    reference, _ = load_causal_lm(reference_model_path(spec), spec.model.dtype)
+    rows = sample(policy, tok, heldout_prompts(spec), spec.eval.samples_per_prompt, spec.eval.generation,
+                  seed=_eval_seed(spec), reference=reference, desc="policy samples")
+    atomic_write_jsonl(out, rows)
+    return out
+

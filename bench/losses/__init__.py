@@ -1,0 +1,39 @@
+"""Preference losses: one module per variant, named like its conf/loss/<name>.yaml.
+
+`build_loss(name, params)` imports bench.losses.<name> and instantiates its `Loss` class with the YAML's
+hyperparameters. The config group is the registry: there is no list of variants anywhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+from typing import Any
+
+from bench.errors import ConfigError
+
+from .base import LossOutput, PreferenceLoss, SequenceStats
+
+__all__ = ["ConfigError", "LossOutput", "PreferenceLoss", "SequenceStats", "build_loss"]
+
+
+def build_loss(name: str, params: dict[str, Any]) -> PreferenceLoss:
+    try:
+        module = importlib.import_module(f"bench.losses.{name}")
+    except ModuleNotFoundError as err:
+        raise ConfigError(
+            f"loss {name!r} has a conf/loss/{name}.yaml but no bench/losses/{name}.py defining `Loss`"
+        ) from err
+    cls = getattr(module, "Loss", None)
+    if not (isinstance(cls, type) and issubclass(cls, PreferenceLoss)):
+        raise ConfigError(f"bench/losses/{name}.py must define `Loss`, a PreferenceLoss dataclass")
+    valid = [f.name for f in dataclasses.fields(cls)]
+    for key in params:
+        if key not in valid:
+            near = difflib.get_close_matches(key, valid, n=1)
+            hint = f" Did you mean {near[0]!r}?" if near else ""
+            raise ConfigError(
+                f"unknown hyperparameter loss.{key} for loss {name!r}.{hint} Valid: {', '.join(valid) or 'none'}."
+            )
+    return cls(**params)

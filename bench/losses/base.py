@@ -1,0 +1,68 @@
+"""What a preference loss sees and returns, and how it declares what it needs.
+
+Every variant trains through the same plumbing (bench/train.py): the same tokenised batches, the same
+forward passes, the same per-sequence statistics. A variant is a small frozen dataclass whose fields are its
+hyperparameters; it declares what it needs through class attributes, and the trainer reads those
+declarations (it never tests a variant's name).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from bench.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SequenceStats:
+    """Per-sequence statistics of one batch of B preference pairs (all tensors of shape (B,)).
+
+    Log-probs are summed over completion tokens (the prompt is context, not scored). `*_tokens` count the
+    scored completion tokens, <eos> included, so a variant that averages divides by them.
+    """
+
+    policy_chosen_logps: torch.Tensor
+    policy_rejected_logps: torch.Tensor
+    chosen_tokens: torch.Tensor
+    rejected_tokens: torch.Tensor
+    ref_chosen_logps: torch.Tensor | None = None  # None when the variant is reference-free
+    ref_rejected_logps: torch.Tensor | None = None
+
+    def require_reference(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.ref_chosen_logps is None or self.ref_rejected_logps is None:
+            raise RuntimeError("this loss needs reference log-probs but the batch has none (needs_reference?)")
+        return self.ref_chosen_logps, self.ref_rejected_logps
+
+
+@dataclass(frozen=True)
+class LossOutput:
+    """Per-example losses (B,) to be averaged, and the implicit rewards (B,) to log (detached by the caller)."""
+
+    losses: torch.Tensor
+    chosen_rewards: torch.Tensor
+    rejected_rewards: torch.Tensor
+
+
+@dataclass(frozen=True)
+class PreferenceLoss:
+    """Base class: subclasses are frozen dataclasses whose fields are the paper's hyperparameters."""
+
+    needs_reference: ClassVar[bool] = True  # False: no reference model is loaded for training
+    nll_weight_key: ClassVar[str | None] = None  # a field holding the weight of an NLL term on chosen, if any
+
+    def __call__(self, stats: SequenceStats) -> LossOutput:
+        raise NotImplementedError
+
+    @classmethod
+    def hyperparameters(cls) -> dict[str, object]:
+        return {f.name: f.default for f in dataclasses.fields(cls)}
+
+    def _require(self, ok: bool, key: str, rule: str) -> None:
+        if not ok:
+            raise ConfigError(
+                f"loss.{key}={getattr(self, key)!r} is out of range for {type(self).__name__}: {rule}"
+            )
