@@ -273,7 +273,7 @@ def build_spec(cfg: DictConfig) -> RunSpec:
         data: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[assignment]
     except MissingMandatoryValue as err:
         raise ConfigError(f"missing required key '{err.full_key}' (marked ??? in conf/): set {err.full_key}=...") from err
-    choices = data.pop("choices")
+    choices = data["choices"]
     loss_data = dict(data["loss"])
     params = {k: v for k, v in loss_data.items() if k not in LOSS_META_KEYS}
     spec = RunSpec(

@@ -43,6 +43,7 @@ def sample(
     whatever the decoding settings. With `reference`, rows also get `ref_logprobs` and `kl_steps`.
     """
     torch.manual_seed(seed)
+    tokenizer.padding_side = "left"  # decoder-only generation continues from the right end of each row
     eos = tokenizer.eos_token_id
     jobs = [(i, j, p) for i, p in enumerate(prompts) for j in range(n_per_prompt)]
     rows: list[dict[str, Any]] = []

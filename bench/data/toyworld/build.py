@@ -164,8 +164,11 @@ def build_world(params: WorldParams, toy: ToyModelSpec, out: Path) -> dict[str, 
     gen = GenerationSpec(max_new_tokens=48, temperature=1.0, top_k=0, top_p=1.0, batch_size=512)
     with torch.no_grad():
         samples = sample(model, tok, train_prompts, 2, gen, seed=params.seed, desc="preference pairs")
-    pairs = []
+    pairs, dropped = [], 0
     for a, b in zip(samples[0::2], samples[1::2], strict=True):
+        if not a["completion"] or not b["completion"] or a["completion"] == b["completion"]:
+            dropped += 1  # an empty or tied pair carries no preference; a well-fitted model rarely makes one
+            continue
         pairs.append({
             "prompt": a["prompt"], "completion_a": a["completion"], "completion_b": b["completion"],
             # P(the judge prefers a over b); each run seed samples its own labels from it
@@ -219,6 +222,7 @@ def build_world(params: WorldParams, toy: ToyModelSpec, out: Path) -> dict[str, 
             "excess_nll_per_sequence": float(np.mean(excess)),
             "judge_favours_longer": chosen_longer,
             "pairs": len(pairs),
+            "pairs_dropped_empty_or_tied": dropped,
             "heldout_prompts": len(heldout),
         },
     }

@@ -74,10 +74,14 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     core = Tokenizer(WordLevel(vocab=dict(WORD_TO_ID), unk_token=UNK))
     core.pre_tokenizer = WhitespaceSplit()
     tok = PreTrainedTokenizerFast(
-        tokenizer_object=core, pad_token=PAD, bos_token=BOS, eos_token=EOS, unk_token=UNK
+        tokenizer_object=core,
+        pad_token=PAD,
+        bos_token=BOS,
+        eos_token=EOS,
+        unk_token=UNK,
+        padding_side="left",  # generation pads on the left; TRL pads its own batches
+        model_max_length=128,
     )
-    tok.padding_side = "left"  # generation pads on the left; TRL pads its own batches
-    tok.model_max_length = 128
     return tok
 
 

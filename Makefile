@@ -1,0 +1,47 @@
+# The two commands of README.md:
+#   make main   set up .venv, build the toy world, run the toy DPO beta study, write its table and plots
+#   make test   set up .venv, then lint (ruff), type-check (mypy) and run every test tier (CI runs this)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BENCH := $(VENV)/bin/bench
+# Offline by design: nothing may need the Hugging Face Hub; wandb logs offline unless the user says otherwise.
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export WANDB_MODE ?= offline
+export TOKENIZERS_PARALLELISM := false
+
+STUDY ?= toy_main
+BETAS ?= 4,1,0.5
+
+.PHONY: main test test-fast setup lint clean-results
+
+# torch first, from the CPU wheel on local disk: a plain `torch` requirement could pull a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip 'setuptools<81' wheel
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+main: setup
+	$(BENCH) world
+	$(BENCH) run study=$(STUDY) loss=dpo loss.beta=$(BETAS) launcher=local
+	$(BENCH) report $(STUDY)
+
+lint: setup
+	$(VENV)/bin/ruff check bench tests
+	$(VENV)/bin/ruff format --check bench tests
+	$(VENV)/bin/mypy bench
+
+# Default tier (minutes) then the slow end-to-end tier; pytest exit 5 (no tests collected) is a failure too.
+test: lint
+	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m slow
+
+test-fast: lint
+	$(PY) -m pytest -q -m "not slow"

@@ -1,0 +1,202 @@
+"""The `bench` command: run, report, world, validate, ls.
+
+    bench run [overrides...]            one run (all stages); comma lists expand to a grid (Hydra sweep syntax)
+    bench report <study>                results table (markdown + CSV) and plots over a study's run folders
+    bench world [overrides...]          build (or show) the toy world the overrides select
+    bench validate [overrides...]       compose and validate, print the runs, compute nothing
+    bench ls <group>                    the options of a config group (losses with their papers)
+
+Every command takes --dry-run, which validates and prints what it would do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from bench.errors import ConfigError
+
+log = logging.getLogger("bench")
+
+
+def _setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "urllib3", "filelock", "datasets", "lm_eval", "alpaca_eval", "root"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("WANDB_MODE", "offline")
+
+
+def _quiet_libraries() -> None:
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def expand_overrides(overrides: list[str]) -> list[list[str]]:
+    """Hydra sweep syntax (a=1,2 b=x,y) to one override list per run, in Hydra's own order."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
+    return [list(run) for batch in batches for run in batch] or [[]]
+
+
+def _specs(overrides: list[str]) -> list[tuple[list[str], object]]:
+    from bench.config import load_spec
+
+    return [(run, load_spec(run)) for run in expand_overrides(overrides)]
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    specs = _specs(args.overrides)
+    for run, spec in specs:
+        print(f"{spec.run_id:48s} {spec.run_dir()}  [{' '.join(run)}]")  # type: ignore[attr-defined]
+    print(f"{len(specs)} run(s) valid")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench.run import STAGES, run_one
+
+    specs = _specs(args.overrides)
+    stages = tuple(args.stages.split(",")) if args.stages else STAGES
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ConfigError(f"unknown stage {unknown[0]!r}; stages: {', '.join(STAGES)}")
+    if args.dry_run:
+        return cmd_validate(args)
+    first = specs[0][1]
+    workers = int(first.launcher.get("workers", 1))  # type: ignore[attr-defined]
+    if len(specs) == 1 or first.launcher.get("kind") == "inproc" or workers <= 1:  # type: ignore[attr-defined]
+        _quiet_libraries()
+        for _, spec in specs:
+            t0 = time.perf_counter()
+            run_dir = run_one(spec, stages)  # type: ignore[arg-type]
+            log.info("run %s finished in %.1f s -> %s", spec.run_id, time.perf_counter() - t0, run_dir)  # type: ignore[attr-defined]
+        return 0
+    return _run_local(specs, stages, workers)
+
+
+def _run_local(specs: list[tuple[list[str], object]], stages: tuple[str, ...], workers: int) -> int:
+    """Each run in its own process, `workers` at a time, each with cpu_count/workers torch threads."""
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    log.info("launching %d runs, %d at a time (%d thread(s) each)", len(specs), workers, threads)
+
+    def launch(item: tuple[list[str], object]) -> tuple[str, int]:
+        overrides, spec = item
+        cmd = [sys.executable, "-m", "bench.cli", "run", *overrides, "launcher=inproc", "--stages", ",".join(stages)]
+        proc = subprocess.run(cmd, env=env, check=False)
+        return spec.run_id, proc.returncode  # type: ignore[attr-defined]
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(launch, specs))
+    failed = [rid for rid, rc in results if rc != 0]
+    for rid in failed:
+        log.error("run %s failed: see its status.json", rid)
+    return 1 if failed else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bench.report import write_report
+
+    study_dir = Path(args.results) / args.study
+    if not study_dir.is_dir():
+        raise ConfigError(f"no study folder {study_dir}: run `bench run study={args.study} ...` first")
+    if args.dry_run:
+        runs = [p for p in study_dir.iterdir() if (p / "manifest.json").exists()]
+        print(f"would report {len(runs)} run folder(s) of {study_dir}")
+        return 0
+    table = write_report(study_dir)
+    print(table)
+    return 0
+
+
+def cmd_world(args: argparse.Namespace) -> int:
+    import json
+
+    from bench.config import load_spec
+    from bench.data.toyworld.build import ensure_world, world_dir
+
+    spec = load_spec(args.overrides)
+    if args.dry_run:
+        print(f"toy world folder: {world_dir(spec)} ({'cached' if (world_dir(spec) / 'world.json').exists() else 'not built'})")
+        return 0
+    _quiet_libraries()
+    t0 = time.perf_counter()
+    folder = ensure_world(spec)
+    summary = json.loads((folder / "world.json").read_text())
+    print(f"toy world: {folder} (ready in {time.perf_counter() - t0:.1f} s)")
+    print(f"  build timings (s): {summary['timings']}")
+    print(f"  diagnostics: {summary['diagnostics']}")
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    import yaml
+
+    from bench.config import CONF_DIR, GROUPS, options
+
+    if args.group not in GROUPS:
+        raise ConfigError(f"unknown config group {args.group!r}; groups: {', '.join(GROUPS)}")
+    for name in options(args.group):
+        data = yaml.safe_load((CONF_DIR / args.group / f"{name}.yaml").read_text()) or {}
+        note = data.get("paper", "") if args.group == "loss" else ""
+        params = {k: v for k, v in data.items() if k not in ("paper", "equation", "defaults")} if args.group == "loss" else {}
+        print(f"{name:16s} {note} {params if params else ''}".rstrip())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run one run (or a grid) through all stages")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. loss=dpo loss.beta=1,2 seed=0")
+    p.add_argument("--stages", default=None, help="comma list of stages to run (default: all)")
+    p.add_argument("--dry-run", action="store_true", help="validate and print the runs; compute nothing")
+    p.set_defaults(fn=cmd_run)
+    p = sub.add_parser("validate", help="compose and validate overrides; print run ids")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--dry-run", action="store_true", help="(always dry)")
+    p.set_defaults(fn=cmd_validate)
+    p = sub.add_parser("report", help="results table and plots of a study")
+    p.add_argument("study")
+    p.add_argument("--results", default="results", help="results root (paths.results)")
+    p.add_argument("--dry-run", action="store_true")
+    p.set_defaults(fn=cmd_report)
+    p = sub.add_parser("world", help="build or show the toy world")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--dry-run", action="store_true")
+    p.set_defaults(fn=cmd_world)
+    p = sub.add_parser("ls", help="list the options of a config group")
+    p.add_argument("group")
+    p.add_argument("--dry-run", action="store_true", help="(always dry)")
+    p.set_defaults(fn=cmd_ls)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging()
+    try:
+        return int(args.fn(args))
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

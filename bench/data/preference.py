@@ -1,0 +1,93 @@
+"""Preference rows {prompt, chosen, rejected}: loading, validation and the toy world's seeded labels.
+
+Validation runs before any model is loaded and reports every bad row with its line number, so a researcher
+fixes a file once instead of once per crash.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from bench.errors import ConfigError
+
+if TYPE_CHECKING:
+    from bench.config import RunSpec
+
+FIELDS = ("prompt", "chosen", "rejected")
+MAX_REPORTED = 10
+
+
+def row_problems(row: Any) -> list[str]:
+    """What is wrong with one row (empty list when it is fine)."""
+    if not isinstance(row, dict):
+        return [f"expected a JSON object with fields {', '.join(FIELDS)}, got {type(row).__name__}"]
+    problems = []
+    for key in FIELDS:
+        if key not in row:
+            problems.append(f"missing field '{key}'")
+        elif not isinstance(row[key], str):
+            problems.append(f"field '{key}' must be a string, got {type(row[key]).__name__}")
+        elif not row[key].strip():
+            problems.append(f"field '{key}' is empty")
+    if not problems and row["chosen"] == row["rejected"]:
+        problems.append("'chosen' and 'rejected' are identical (no preference signal)")
+    return problems
+
+
+def validate_rows(rows: list[Any], source: str) -> list[dict[str, str]]:
+    """Raise ConfigError listing every bad row (1-based, as editors number lines); return the rows."""
+    if not rows:
+        raise ConfigError(f"{source}: no preference rows: the file is empty; add JSON lines with {', '.join(FIELDS)}")
+    bad = [(i + 1, p) for i, row in enumerate(rows) for p in [row_problems(row)] if p]
+    if bad:
+        lines = [f"  row {n}: {'; '.join(p)}" for n, p in bad[:MAX_REPORTED]]
+        more = f"\n  ... and {len(bad) - MAX_REPORTED} more" if len(bad) > MAX_REPORTED else ""
+        raise ConfigError(
+            f"{source}: {len(bad)} malformed preference row(s); fix or remove them:\n" + "\n".join(lines) + more
+        )
+    return [{k: r[k] for k in FIELDS} for r in rows]
+
+
+def load_jsonl_rows(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        raise ConfigError(f"dataset file {path} does not exist: check dataset.train_path")
+    rows: list[Any] = []
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            rows.append(None)
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path}: row {n} is not valid JSON ({err.msg} at column {err.colno}); fix the line") from err
+    if rows and all(r is None for r in rows):
+        rows = []
+    return validate_rows(rows, str(path))
+
+
+def toy_labelled_rows(world: Path, seed: int) -> list[dict[str, str]]:
+    """The world's pairs labelled by the judge: chosen ~ Bernoulli(judge_p_a), one draw per pair and seed."""
+    from bench.records import read_jsonl
+
+    rng = np.random.default_rng([seed, 7])
+    rows = []
+    for pair in read_jsonl(world / "pairs.jsonl"):
+        a_wins = rng.random() < pair["judge_p_a"]
+        chosen, rejected = (pair["completion_a"], pair["completion_b"]) if a_wins else (pair["completion_b"], pair["completion_a"])
+        rows.append({"prompt": pair["prompt"], "chosen": chosen, "rejected": rejected})
+    return validate_rows(rows, str(world / "pairs.jsonl"))
+
+
+def training_rows(spec: RunSpec) -> list[dict[str, str]]:
+    """The run's training pairs, validated. Toy world: its own pairs, or dataset.train_path when set."""
+    if spec.dataset.train_path:
+        return load_jsonl_rows(Path(spec.dataset.train_path))
+    if spec.dataset.source == "toyworld":
+        from bench.data.toyworld.build import ensure_world
+
+        return toy_labelled_rows(ensure_world(spec), spec.seed)
+    raise ConfigError(f"dataset.source={spec.dataset.source!r} is not supported; use dataset=toy")

@@ -1,0 +1,238 @@
+"""The lm_eval stage: lm-eval-harness tasks on a checkpoint -> lm_eval.json (raw results, versions, configs).
+
+This is the one module that imports lm_eval (lazily: its import costs seconds). Our own toy tasks ship as YAML in
+bench/tasks/; their data lives in the built toy world, so the YAML is loaded here with lm-eval's own loader
+(`!function` then resolves next to the YAML), pointed at the world's JSONL, and handed to lm-eval as a config
+dict. Any other task name (arc_easy, ...) goes to lm-eval unchanged and needs the hub.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import time
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench.errors import ConfigError
+from bench.records import atomic_write_json, read_json
+
+if TYPE_CHECKING:
+    from bench.config import RunSpec
+
+log = logging.getLogger(__name__)
+
+TASKS_DIR = Path(__file__).resolve().parent / "tasks"
+TOY_PREFIX = "toy_"
+OUTPUT_NAME = "lm_eval.json"
+# lm-eval's own defaults, pinned: evaluation draws the same documents and few-shot examples for every run
+# (whatever its training seed), so runs are compared on identical items.
+SEEDS = {"random_seed": 0, "numpy_random_seed": 1234, "torch_random_seed": 1234, "fewshot_random_seed": 1234}
+
+
+def shipped_tasks() -> list[str]:
+    """Names of the task YAMLs that ship in bench/tasks/ (their file stems)."""
+    return sorted(p.stem for p in TASKS_DIR.glob("*.yaml"))
+
+
+def load_task_yaml(name: str) -> dict[str, Any]:
+    """A shipped task's config dict, read with lm-eval's loader so `!function utils.x` becomes a callable."""
+    try:
+        from lm_eval.tasks._yaml_loader import load_yaml  # lm-eval >= 0.4.10
+    except ImportError:  # older layout
+        from lm_eval.utils import load_yaml_config
+
+        return dict(load_yaml_config(yaml_path=str(TASKS_DIR / f"{name}.yaml"), mode="full"))
+    return dict(load_yaml(TASKS_DIR / f"{name}.yaml", resolve_func=True))
+
+
+def toy_task_config(name: str, world: Path) -> dict[str, Any]:
+    """The shipped YAML of `name` pointed at the world's data file (a local JSON dataset: works offline)."""
+    data = world / "tasks" / f"{name}.jsonl"
+    if not data.exists():
+        raise ConfigError(f"the toy world at {world} has no {data.name}: rebuild it (delete the folder)")
+    cfg = load_task_yaml(name)
+    cfg["dataset_path"] = "json"
+    cfg["dataset_kwargs"] = {"data_files": {"test": str(data)}}
+    return cfg
+
+
+def resolve_tasks(spec: RunSpec) -> list[str | dict[str, Any]]:
+    """The task list for lm-eval: config dicts for shipped tasks, names for everything else.
+
+    Only names that look like ours (toy_*) are checked: checking others would mean indexing every built-in
+    task, and lm-eval names an unknown one itself.
+    """
+    shipped = shipped_tasks()
+    names = list(spec.eval.lm_eval.tasks)
+    for name in names:  # all names first: a typo fails before the world is built
+        if name.startswith(TOY_PREFIX) and name not in shipped:
+            raise ConfigError(
+                f"unknown toy task {name!r} in eval.lm_eval.tasks; shipped toy tasks: {', '.join(shipped)} "
+                f"(YAML files in {TASKS_DIR})"
+            )
+    tasks: list[str | dict[str, Any]] = list(names)
+    if any(name in shipped for name in names):
+        from bench.data.toyworld.build import ensure_world
+
+        world = ensure_world(spec)
+        tasks = [toy_task_config(n, world) if n in shipped else n for n in names]
+    return tasks
+
+
+@contextlib.contextmanager
+def _keep_global_rng() -> Iterator[None]:
+    """simple_evaluate reseeds Python, numpy and torch globally; restore them so later stages in the same
+    process (launcher=inproc) draw what they would have drawn without this stage."""
+    import numpy as np
+    import torch
+
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+
+
+def _func_name(fn: Any) -> str:
+    # Functions loaded by `!function` get a module named by their file path; keep the file's stem only,
+    # which is how the YAML names them (utils.process_results).
+    module = str(getattr(fn, "__module__", "") or "").rsplit("/", 1)[-1]
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+    return f"{module}.{name}" if module else str(name)
+
+
+def jsonable(tree: Any) -> Any:
+    """A JSON-serialisable copy: callables become their names, other foreign objects their str()."""
+    if isinstance(tree, dict):
+        return {str(k): jsonable(v) for k, v in tree.items()}
+    if isinstance(tree, list | tuple | set):
+        return [jsonable(v) for v in tree]
+    if tree is None or isinstance(tree, bool | int | str):
+        return tree
+    if isinstance(tree, float):
+        return tree if math.isfinite(tree) else str(tree)  # NaN/inf are not JSON
+    if callable(tree):
+        return _func_name(tree)
+    if hasattr(tree, "item"):  # numpy / torch scalars
+        return jsonable(tree.item())
+    return str(tree)
+
+
+def _configs(raw: dict[str, Any], requested: list[str | dict[str, Any]]) -> dict[str, Any]:
+    """lm-eval dumps callables in configs as their source code; for our tasks, record the YAML's name."""
+    configs = jsonable(raw)
+    for cfg in requested:
+        if isinstance(cfg, dict) and cfg["task"] in configs:
+            for key, value in cfg.items():
+                if callable(value):
+                    configs[cfg["task"]][key] = _func_name(value)
+    return configs
+
+
+def _make_lm(model_path: Path, dtype: str, batch_size: int) -> Any:
+    import torch
+    from lm_eval.models.huggingface import HFLM
+
+    from bench.models import load_causal_lm
+
+    model, tok = load_causal_lm(model_path, dtype)
+    if torch.cuda.is_available():
+        model = model.to("cuda")  # HFLM leaves a passed-in model where it is
+    # backend="causal": our toy_llama type is not in transformers' causal-LM name table (that would only cost
+    # a warning). add_bos_token mirrors what the tokenizer does by default, made explicit so lm-eval's
+    # per-model-type guesses cannot change it: False for the toy (the model never saw a BOS in training),
+    # True for Llama-style tokenizers.
+    return HFLM(
+        pretrained=model, tokenizer=tok, batch_size=batch_size, backend="causal", add_bos_token=_adds_bos(tok)
+    )
+
+
+def _adds_bos(tok: Any) -> bool:
+    """Whether the tokenizer puts its BOS in front of plain text (Llama-style tokenizers do)."""
+    if tok.bos_token_id is None:
+        return False
+    ids = tok.encode("a", add_special_tokens=True)
+    return bool(ids) and ids[0] == tok.bos_token_id
+
+
+def run_lm_eval(spec: RunSpec, run_dir: Path, model_path: Path) -> Path:
+    """Evaluate the model at `model_path` on spec.eval.lm_eval.tasks; write run_dir/lm_eval.json (skipped if
+    it exists: a file there is complete, since it is written atomically)."""
+    out = Path(run_dir) / OUTPUT_NAME
+    if out.exists():
+        log.info("lm_eval: %s exists, skipping", out)
+        return out
+    cfg = spec.eval.lm_eval
+    tasks = resolve_tasks(spec)  # fails on a bad toy name before the slow import
+    t0 = time.perf_counter()
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    # Toy tasks arrive as complete dicts and need no index; built-in names need lm-eval's (about 16 s).
+    manager = TaskManager(include_defaults=any(isinstance(t, str) for t in tasks))
+    lm = _make_lm(Path(model_path), spec.model.dtype, cfg.batch_size)
+    with _keep_global_rng():
+        results = lm_eval.simple_evaluate(
+            model=lm,
+            tasks=tasks,
+            task_manager=manager,
+            limit=cfg.limit,
+            log_samples=False,
+            **SEEDS,
+        )
+    if results is None:  # only on non-zero ranks of a distributed run, which this stage never starts
+        raise RuntimeError("lm_eval.simple_evaluate returned no results")
+    record = {
+        "results": jsonable(results["results"]),
+        "groups": jsonable(results.get("groups", {})),
+        "versions": jsonable(results["versions"]),
+        "n-shot": jsonable(results["n-shot"]),
+        "n-samples": jsonable(results.get("n-samples", {})),
+        "higher_is_better": jsonable(results.get("higher_is_better", {})),
+        "configs": _configs(results["configs"], tasks),
+        "lm_eval_version": metadata.version("lm_eval"),
+        "tasks": list(cfg.tasks),
+        "limit": cfg.limit,
+        "seeds": SEEDS,
+        "model_path": str(model_path),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    atomic_write_json(out, record)
+    return out
+
+
+def _number(value: Any) -> float | None:
+    """lm-eval writes "N/A" where it has no stderr; anything non-numeric becomes None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def lm_eval_rows(path: Path) -> list[dict[str, Any]]:
+    """Flatten lm_eval.json to one row per (task, metric, filter): value, stderr and the task's version."""
+    data = read_json(Path(path))
+    versions = data.get("versions", {})
+    rows = []
+    for task, metrics in data["results"].items():
+        for key, value in metrics.items():
+            metric, sep, filt = key.partition(",")
+            if not sep or metric.endswith("_stderr"):  # "name", "alias", "sample_len" and the stderr twins
+                continue
+            rows.append(
+                {
+                    "task": task,
+                    "metric": metric,
+                    "filter": filt,
+                    "value": _number(value),
+                    "stderr": _number(metrics.get(f"{metric}_stderr,{filt}")),
+                    "version": versions.get(task),
+                }
+            )
+    return rows

@@ -1,0 +1,85 @@
+"""The toy world's judge as an AlpacaEval completion function (`fn_completions`).
+
+AlpacaEval formats each pair with the annotator's prompt template (annotators/toy_judge/prompt.txt) and hands
+the prompts to a completion function. Here that function is this module's `ToyJudge`: it reads the two outputs
+back out of the prompt and answers with the judge's *soft* preference, str(1 + P(output_2 preferred)), which
+the annotator's `eval_parser` turns into a float in [1, 2]. Returning the probability rather than a sampled
+label keeps the win rate free of label noise; the hard (tau -> 0) rate is recovered from the same number.
+
+AlpacaEval randomly swaps output_1 and output_2 before formatting and maps a preference x back with 3 - x;
+that is exact for this judge because P(a over b) = 1 - P(b over a).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from bench.data.toyworld.process import judge_prob
+
+if TYPE_CHECKING:
+    from bench.config import RunSpec
+
+# The markers of annotators/toy_judge/prompt.txt, in order. Toy completions are words of a fixed vocabulary,
+# so they cannot contain a marker; the parser still checks that each occurs exactly once.
+MARKERS = ("<|instruction|>", "<|output_1|>", "<|output_2|>", "<|end|>")
+
+
+def parse_prompt(prompt: str) -> tuple[str, str]:
+    """(output_1, output_2) from a prompt formatted with the toy_judge template.
+
+    Raises ValueError when a marker is missing or repeated: an output that contained a marker would make the
+    split ambiguous, and a judge must fail loudly rather than score the wrong text.
+    """
+    for marker in MARKERS:
+        if prompt.count(marker) != 1:
+            raise ValueError(
+                f"toy judge: expected the marker {marker!r} exactly once in the formatted prompt, found "
+                f"{prompt.count(marker)} (an output containing a marker, or the wrong prompt template?)"
+            )
+    start_1 = prompt.index(MARKERS[1]) + len(MARKERS[1])
+    start_2 = prompt.index(MARKERS[2])
+    end = prompt.index(MARKERS[3])
+    if not start_1 <= start_2 < end:
+        raise ValueError("toy judge: markers of the formatted prompt are out of order")
+    output_1 = prompt[start_1:start_2].removesuffix("\n")
+    output_2 = prompt[start_2 + len(MARKERS[2]) : end].removesuffix("\n")
+    return output_1, output_2
+
+
+class ToyJudge:
+    """Completion function for AlpacaEval: P(output_2 preferred) = sigmoid((s2 - s1) / tau), as text 1 + P.
+
+    s = (#pos - #neg)/L + lambda log L (bench.data.toyworld.process.judge_score): the judge likes length, which
+    is what the length-controlled win rate has to undo.
+    """
+
+    def __init__(self, lam: float, tau: float):
+        self.lam = lam
+        self.tau = tau
+
+    def preference(self, output_1: str, output_2: str) -> float:
+        """AlpacaEval's preference convention: 1 = output_1 wins, 2 = output_2 wins, soft in between."""
+        return 1.0 + judge_prob(output_1, output_2, self.lam, self.tau)
+
+    def __call__(self, prompts: Sequence[str], **kwargs: Any) -> dict[str, list[Any]]:
+        """The `fn_completions` contract: completions, price and time per example (kwargs are ignored)."""
+        completions, times = [], []
+        for prompt in prompts:
+            t0 = time.perf_counter()
+            completions.append(repr(self.preference(*parse_prompt(prompt))))  # repr: round-trips exactly
+            times.append(time.perf_counter() - t0)
+        return {
+            "completions": completions,
+            "price_per_example": [0.0] * len(completions),
+            "time_per_example": times,
+        }
+
+
+def make_fn_completions(spec: RunSpec) -> ToyJudge:
+    """The judge of the run's world: lambda and tau come from dataset.world (bench.data.toyworld.build)."""
+    from bench.data.toyworld.build import world_params
+
+    params = world_params(spec)
+    return ToyJudge(params.judge_lambda, params.judge_tau)

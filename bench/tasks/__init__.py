@@ -1,0 +1,1 @@
+"""Our own lm-eval task YAMLs (toy_*.yaml) and their helpers; loaded by bench.evaluate, not imported."""

@@ -1,0 +1,185 @@
+"""The train stage: every variant through TRL's DPOTrainer with one loss hook. The one module importing trl.
+
+TRL keeps all of its loss branches in the private `_compute_loss`; we override it once. TRL still does the
+tokenisation, collation, optimiser, schedule, accelerate plumbing and the fused log-prob head; we compute the
+per-sequence statistics the same way for every variant and hand them to the variant's loss object. Nothing
+here looks at a variant's name: only at what it declares (`needs_reference`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from bench.losses import PreferenceLoss, SequenceStats, build_loss
+from bench.records import atomic_dir
+
+if TYPE_CHECKING:
+    from bench.config import RunSpec
+
+log = logging.getLogger(__name__)
+
+# TRL's DPOTrainer is imported lazily (slow); the subclass is built on first use.
+_TRAINER_CLASS: type | None = None
+
+
+def _trainer_class() -> type:
+    global _TRAINER_CLASS
+    if _TRAINER_CLASS is not None:
+        return _TRAINER_CLASS
+    from trl import DPOTrainer
+
+    class VariantTrainer(DPOTrainer):  # type: ignore[misc]
+        """DPOTrainer whose loss is a bench.losses variant over shared per-sequence statistics."""
+
+        variant: PreferenceLoss
+
+        def _sequence_logps(self, model: Any, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+            """Summed completion log-probs (2B,) and scored-token counts (2B,); rows are [chosen; rejected]."""
+            completion_mask = inputs["completion_mask"]
+            labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
+            out = model(
+                input_ids=inputs["input_ids"],
+                attention_mask=inputs["attention_mask"],
+                labels=labels,
+                use_cache=False,
+                fused_lm_head=True,
+            )
+            shift_mask = completion_mask[:, 1:]
+            per_token = out.log_probs[:, -shift_mask.size(1) :]  # zero off the completion
+            return per_token.sum(1), shift_mask.sum(1)
+
+        def _compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool) -> Any:
+            mode = "train" if self.model.training else "eval"
+            logps, tokens = self._sequence_logps(model, inputs)
+            ref_chosen = ref_rejected = None
+            if self.variant.needs_reference:
+                if "ref_chosen_logps" in inputs:  # precomputed and cached
+                    ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+                else:
+                    with torch.no_grad():
+                        ref_logps, _ = self._sequence_logps(self.ref_model, inputs)
+                    ref_chosen, ref_rejected = ref_logps.chunk(2)
+            chosen_logps, rejected_logps = logps.chunk(2)
+            chosen_tokens, rejected_tokens = tokens.chunk(2)
+            stats = SequenceStats(chosen_logps, rejected_logps, chosen_tokens, rejected_tokens, ref_chosen, ref_rejected)
+            result = self.variant(stats)
+            loss = result.losses.mean()
+            self._log_batch(mode, result.chosen_rewards.detach(), result.rejected_rewards.detach(), stats)
+            if return_outputs:
+                raise NotImplementedError("evaluation with outputs is not used by dpo-bench")
+            return loss
+
+        def _log_batch(self, mode: str, chosen: torch.Tensor, rejected: torch.Tensor, stats: SequenceStats) -> None:
+            gather = self.accelerator.gather_for_metrics
+            metrics = self._metrics[mode]
+            metrics["rewards/chosen"].append(gather(chosen).mean().item())
+            metrics["rewards/rejected"].append(gather(rejected).mean().item())
+            metrics["rewards/accuracies"].append(gather((chosen > rejected).float()).mean().item())
+            metrics["rewards/margins"].append(gather(chosen - rejected).mean().item())
+            metrics["logps/chosen"].append(gather(stats.policy_chosen_logps.detach()).mean().item())
+            metrics["logps/rejected"].append(gather(stats.policy_rejected_logps.detach()).mean().item())
+            metrics["tokens/chosen"].append(gather(stats.chosen_tokens.float()).mean().item())
+            metrics["tokens/rejected"].append(gather(stats.rejected_tokens.float()).mean().item())
+
+    _TRAINER_CLASS = VariantTrainer
+    return VariantTrainer
+
+
+def _log_callback(path: Path) -> Any:
+    from transformers import TrainerCallback
+
+    class JsonlLog(TrainerCallback):  # type: ignore[misc]
+        """Append each TRL log row to the partial train log and print a progress line."""
+
+        def __init__(self) -> None:
+            self.fh = path.open("w")
+            self.t0 = time.perf_counter()
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+            row = {"step": state.global_step, "epoch": state.epoch, "time_s": round(time.perf_counter() - self.t0, 3)}
+            row.update(logs or {})
+            self.fh.write(json.dumps(row) + "\n")
+            self.fh.flush()
+            if "loss" in row:
+                log.info("train step %d/%d loss %.4f margin %.3f acc %.2f", state.global_step, state.max_steps,
+                         row["loss"], row.get("rewards/margins", float("nan")), row.get("rewards/accuracies", float("nan")))
+
+        def on_train_end(self, *a: Any, **kw: Any) -> None:
+            self.fh.close()
+
+    return JsonlLog()
+
+
+def run_train(spec: RunSpec, run_dir: Path) -> Path:
+    """Train the policy; write the checkpoint (paths.scratch) and run_dir/train_log.jsonl. Skipped when done."""
+    from datasets import Dataset
+    from transformers import PrinterCallback
+    from trl import DPOConfig
+
+    from bench.data.preference import training_rows
+    from bench.models import load_causal_lm, reference_model_path
+
+    checkpoint = spec.checkpoint_dir()
+    train_log = run_dir / "train_log.jsonl"
+    partial_log = run_dir / "train_log.jsonl.partial"  # renamed once the checkpoint is in place
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if (checkpoint / "config.json").exists() and train_log.exists():
+        return checkpoint
+    t = spec.train
+    if t.threads > 0:
+        torch.set_num_threads(t.threads)
+    variant = build_loss(spec.loss.name, spec.loss.params)
+    rows = training_rows(spec)
+    ref_path = reference_model_path(spec)
+    policy, tokenizer = load_causal_lm(ref_path, spec.model.dtype)
+    policy.train()
+    reference = load_causal_lm(ref_path, spec.model.dtype)[0] if variant.needs_reference else None
+    with atomic_dir(checkpoint) as out:
+        args = DPOConfig(
+            output_dir=str(out / "trainer"),
+            per_device_train_batch_size=t.batch_size // t.grad_accum,
+            gradient_accumulation_steps=t.grad_accum,
+            learning_rate=t.learning_rate,
+            num_train_epochs=t.epochs,
+            max_steps=t.max_steps,
+            lr_scheduler_type=t.lr_scheduler,
+            warmup_steps=t.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of the steps
+            weight_decay=t.weight_decay,
+            optim=t.optimizer,
+            max_length=t.max_length,
+            bf16=t.bf16,
+            gradient_checkpointing=t.gradient_checkpointing,
+            logging_steps=t.logging_steps,
+            save_strategy="no",
+            report_to=["wandb"] if spec.logging.get("wandb") else [],
+            seed=spec.seed,
+            data_seed=spec.seed,
+            disable_tqdm=True,
+            dataset_num_proc=None,
+            use_cpu=not torch.cuda.is_available(),
+        )
+        trainer_cls = _trainer_class()
+        trainer = trainer_cls(
+            model=policy,
+            ref_model=reference,
+            args=args,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+            callbacks=[_log_callback(partial_log)],
+        )
+        trainer.variant = variant
+        trainer.remove_callback(PrinterCallback)  # our callback logs progress lines; no raw dict printing
+        log.info("training %s on %d pairs", spec.loss.name, len(rows))
+        trainer.train()
+        trainer.save_model(str(out))
+        tokenizer.save_pretrained(str(out))
+        shutil.rmtree(out / "trainer", ignore_errors=True)
+    partial_log.replace(train_log)
+    return checkpoint

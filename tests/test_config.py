@@ -1,0 +1,85 @@
+"""Composition of every config option, run ids, and configuration errors that fail before compute."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from bench.config import GROUPS, RUN_ID_EXCLUDE, load_spec, options, signature
+from bench.errors import ConfigError
+
+
+def test_every_option_of_every_group_composes() -> None:
+    """Each option of each group composes and validates with the defaults of the others."""
+    for group in GROUPS:
+        assert options(group), f"conf/{group}/ has no options"
+        for name in options(group):
+            extra = ["dataset=toy"] if group == "model" else []
+            spec = load_spec([f"{group}={name}", *extra])
+            assert spec.config["choices"][group] == name
+
+
+def test_all_model_dataset_combinations_that_fit_compose() -> None:
+    for model, dataset in itertools.product(options("model"), options("dataset")):
+        spec = load_spec([f"model={model}", f"dataset={dataset}"])
+        assert spec.model.name == model and spec.dataset.name == dataset
+
+
+def test_run_id_is_stable_readable_and_blind_to_excluded_keys() -> None:
+    base = load_spec(["loss.beta=0.5"])
+    assert base.run_id == load_spec(["loss.beta=0.5"]).run_id
+    assert base.run_id.startswith("dpo-toy-b0.5-lr0.001-s0-")
+    blind = load_spec(
+        ["loss.beta=0.5", "study=other", "launcher=local", "paths.results=/elsewhere", "logging.level=DEBUG",
+         "eval.generation.batch_size=7", "eval.lm_eval.batch_size=3"]
+    )
+    assert blind.run_id == base.run_id
+    for change in (["loss.beta=1"], ["seed=1"], ["train.learning_rate=0.01"], ["eval.samples_per_prompt=2"],
+                   ["dataset.world.judge_lambda=0.1"], ["model.toy.hidden=32"]):
+        assert load_spec(["loss.beta=0.5", *change]).run_id != base.run_id, change
+
+
+def test_signature_drops_exactly_the_excluded_keys() -> None:
+    spec = load_spec([])
+    sig = signature(spec.config)
+    for key in RUN_ID_EXCLUDE:
+        node = sig
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        assert leaf not in node
+    assert "loss" in sig and "train" in sig and "model" in sig
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["loss=dpoo"], "unknown loss option 'dpoo'.*Did you mean 'dpo'.*Available loss options: dpo"),
+        (["model=nope"], "Available model options: toy, toy_tiny"),
+        (["loss.beta=0"], "loss.beta=0.*beta must be > 0"),
+        (["loss.beta=-1"], "loss.beta=-1"),
+        (["train.learning_rate=0"], "train.learning_rate.*must be > 0"),
+        (["train.learning_rate=-0.1"], "train.learning_rate.*must be > 0"),
+        (["+loss.betta=1"], "unknown hyperparameter loss.betta.*Did you mean 'beta'"),
+        (["train.batch_size=abc"], "train.batch_size.*must be a int"),
+        (["+train.lerning_rate=1"], "unknown key 'train.lerning_rate'.*Did you mean 'learning_rate'"),
+        (["train.nope=1"], "cannot compose.*nope"),
+        (["model=toy", "model.toy=null"], "model.toy section"),
+    ],
+)
+def test_bad_config_fails_with_key_and_fix(overrides: list[str], expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        load_spec(overrides)
+
+
+def test_missing_required_key_is_named() -> None:
+    """A key left at ??? (mandatory) in a YAML fails with its dotted name and how to set it."""
+    from omegaconf import OmegaConf
+
+    from bench.config import build_spec, compose
+
+    cfg = compose([])
+    OmegaConf.update(cfg, "loss.beta", "???")
+    with pytest.raises(ConfigError, match=r"missing required key 'loss.beta'.*set loss.beta="):
+        build_spec(cfg)
