@@ -1,6 +1,6 @@
 """The `bench` command: run, report, world, validate, ls.
 
-    bench run [overrides...]            one run (all stages); comma lists expand to a grid (Hydra sweep syntax)
+    bench run [overrides...]            one run (all stages); comma lists expand to a grid (Hydra syntax)
     bench report <study>                results table (markdown + CSV) and plots over a study's run folders
     bench world [overrides...]          build (or show) the toy world the overrides select
     bench validate [overrides...]       compose and validate, print the runs, compute nothing
@@ -26,7 +26,9 @@ log = logging.getLogger("bench")
 
 
 def _setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     for noisy in ("httpx", "urllib3", "filelock", "datasets", "lm_eval", "alpaca_eval", "root"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -98,7 +100,16 @@ def _run_local(specs: list[tuple[list[str], object]], stages: tuple[str, ...], w
 
     def launch(item: tuple[list[str], object]) -> tuple[str, int]:
         overrides, spec = item
-        cmd = [sys.executable, "-m", "bench.cli", "run", *overrides, "launcher=inproc", "--stages", ",".join(stages)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench.cli",
+            "run",
+            *overrides,
+            "launcher=inproc",
+            "--stages",
+            ",".join(stages),
+        ]
         proc = subprocess.run(cmd, env=env, check=False)
         return spec.run_id, proc.returncode  # type: ignore[attr-defined]
 
@@ -133,7 +144,10 @@ def cmd_world(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.overrides)
     if args.dry_run:
-        print(f"toy world folder: {world_dir(spec)} ({'cached' if (world_dir(spec) / 'world.json').exists() else 'not built'})")
+        print(
+            f"toy world folder: {world_dir(spec)} "
+            f"({'cached' if (world_dir(spec) / 'world.json').exists() else 'not built'})"
+        )
         return 0
     _quiet_libraries()
     t0 = time.perf_counter()
@@ -155,13 +169,19 @@ def cmd_ls(args: argparse.Namespace) -> int:
     for name in options(args.group):
         data = yaml.safe_load((CONF_DIR / args.group / f"{name}.yaml").read_text()) or {}
         note = data.get("paper", "") if args.group == "loss" else ""
-        params = {k: v for k, v in data.items() if k not in ("paper", "equation", "defaults")} if args.group == "loss" else {}
+        params = (
+            {k: v for k, v in data.items() if k not in ("paper", "equation", "defaults")}
+            if args.group == "loss"
+            else {}
+        )
         print(f"{name:16s} {note} {params if params else ''}".rstrip())
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run one run (or a grid) through all stages")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. loss=dpo loss.beta=1,2 seed=0")

@@ -164,7 +164,8 @@ def _check_group_choices(overrides: list[str]) -> None:
             for choice in value.split(","):
                 if choice not in options(key):
                     raise ConfigError(
-                        f"unknown {key} option {choice!r} in override '{item}'.{_suggest(choice, options(key))} "
+                        f"unknown {key} option {choice!r} in override '{item}'."
+                        f"{_suggest(choice, options(key))} "
                         f"Available {key} options: {', '.join(options(key))} (files in conf/{key}/)."
                     )
 
@@ -205,7 +206,9 @@ def _typed(cls: type, data: Any, where: str) -> Any:
     for name, f in fields.items():
         if name not in data:
             if f.default is dataclasses.MISSING:
-                raise ConfigError(f"missing required key '{where}.{name}': set it in the YAML or as {where}.{name}=...")
+                raise ConfigError(
+                    f"missing required key '{where}.{name}': set it in the YAML or as {where}.{name}=..."
+                )
             continue
         kwargs[name] = _coerce(f.type, data[name], f"{where}.{name}")
     return cls(**kwargs)
@@ -272,7 +275,9 @@ def build_spec(cfg: DictConfig) -> RunSpec:
     try:
         data: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[assignment]
     except MissingMandatoryValue as err:
-        raise ConfigError(f"missing required key '{err.full_key}' (marked ??? in conf/): set {err.full_key}=...") from err
+        raise ConfigError(
+            f"missing required key '{err.full_key}' (marked ??? in conf/): set {err.full_key}=..."
+        ) from err
     choices = data["choices"]
     loss_data = dict(data["loss"])
     params = {k: v for k, v in loss_data.items() if k not in LOSS_META_KEYS}

@@ -1,7 +1,7 @@
 """The lm_eval stage: lm-eval-harness tasks on a checkpoint -> lm_eval.json (raw results, versions, configs).
 
-This is the one module that imports lm_eval (lazily: its import costs seconds). Our own toy tasks ship as YAML in
-bench/tasks/; their data lives in the built toy world, so the YAML is loaded here with lm-eval's own loader
+This is the one module that imports lm_eval (lazily: its import costs seconds). Our own toy tasks ship as YAML
+in bench/tasks/; their data lives in the built toy world, so the YAML is loaded here with lm-eval's own loader
 (`!function` then resolves next to the YAML), pointed at the world's JSONL, and handed to lm-eval as a config
 dict. Any other task name (arc_easy, ...) goes to lm-eval unchanged and needs the hub.
 """
@@ -61,20 +61,26 @@ def toy_task_config(name: str, world: Path) -> dict[str, Any]:
     return cfg
 
 
-def resolve_tasks(spec: RunSpec) -> list[str | dict[str, Any]]:
-    """The task list for lm-eval: config dicts for shipped tasks, names for everything else.
+def check_tasks(names: list[str]) -> None:
+    """Fail on a task name that looks like ours (toy_*) but is not shipped, before anything is built.
 
-    Only names that look like ours (toy_*) are checked: checking others would mean indexing every built-in
-    task, and lm-eval names an unknown one itself.
+    Only toy_* names are checked: checking others would mean indexing every built-in task, and lm-eval names
+    an unknown one itself.
     """
     shipped = shipped_tasks()
-    names = list(spec.eval.lm_eval.tasks)
-    for name in names:  # all names first: a typo fails before the world is built
+    for name in names:
         if name.startswith(TOY_PREFIX) and name not in shipped:
             raise ConfigError(
                 f"unknown toy task {name!r} in eval.lm_eval.tasks; shipped toy tasks: {', '.join(shipped)} "
                 f"(YAML files in {TASKS_DIR})"
             )
+
+
+def resolve_tasks(spec: RunSpec) -> list[str | dict[str, Any]]:
+    """The task list for lm-eval: config dicts for shipped tasks, names for everything else."""
+    names = list(spec.eval.lm_eval.tasks)
+    check_tasks(names)
+    shipped = shipped_tasks()
     tasks: list[str | dict[str, Any]] = list(names)
     if any(name in shipped for name in names):
         from bench.data.toyworld.build import ensure_world
@@ -172,6 +178,9 @@ def run_lm_eval(spec: RunSpec, run_dir: Path, model_path: Path) -> Path:
     cfg = spec.eval.lm_eval
     tasks = resolve_tasks(spec)  # fails on a bad toy name before the slow import
     t0 = time.perf_counter()
+    if not tasks:  # lm-eval switched off for this study: record that, so the stage counts as done
+        atomic_write_json(out, {"results": {}, "versions": {}, "n-shot": {}, "configs": {}, "tasks": []})
+        return out
     import lm_eval
     from lm_eval.tasks import TaskManager
 

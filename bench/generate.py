@@ -70,7 +70,8 @@ def sample(
         ref_logp = ref_token_logp = None
         if reference is not None:
             ref_logits = reference(
-                input_ids=out.sequences, attention_mask=_attention(out.sequences, enc["attention_mask"], lengths)
+                input_ids=out.sequences,
+                attention_mask=_attention(out.sequences, enc["attention_mask"], lengths),
             ).logits
             ref_logp = ref_logits[:, prompt_len - 1 : -1].float().log_softmax(-1)
             ref_token_logp = ref_logp.gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
@@ -102,7 +103,11 @@ def sample(
 def _lengths(new_tokens: torch.Tensor, eos: int) -> torch.Tensor:
     """Generated length per row up to and including the first <eos> (all tokens when none came)."""
     is_eos = new_tokens == eos
-    first = torch.where(is_eos.any(1), is_eos.float().argmax(1) + 1, torch.full_like(is_eos[:, 0], new_tokens.shape[1], dtype=torch.long))
+    first = torch.where(
+        is_eos.any(1),
+        is_eos.float().argmax(1) + 1,
+        torch.full_like(is_eos[:, 0], new_tokens.shape[1], dtype=torch.long),
+    )
     return first
 
 
@@ -131,17 +136,30 @@ def reference_generations(spec: RunSpec) -> Path:
 
     ref_path = reference_model_path(spec)
     key = config_hash(
-        {"ref": str(ref_path.resolve()), "eval": spec.config["eval"]["generation"] | {"batch_size": None},
-         "n": spec.eval.samples_per_prompt, "prompts": spec.eval.max_prompts, "seed": spec.seed,
-         "dataset": spec.config["dataset"], "model": spec.config["model"]}
+        {
+            "ref": str(ref_path.resolve()),
+            "eval": spec.config["eval"]["generation"] | {"batch_size": None},
+            "n": spec.eval.samples_per_prompt,
+            "prompts": spec.eval.max_prompts,
+            "seed": spec.seed,
+            "dataset": spec.config["dataset"],
+            "model": spec.config["model"],
+        }
     )
     folder = Path(spec.paths["results"]) / spec.study / "_reference" / f"{spec.model.name}-s{spec.seed}-{key}"
     out = folder / "generations.jsonl"
     with file_lock(folder / ".lock"):
         if not out.exists():
             model, tok = load_causal_lm(ref_path, spec.model.dtype)
-            rows = sample(model, tok, heldout_prompts(spec), spec.eval.samples_per_prompt,
-                          spec.eval.generation, seed=_eval_seed(spec), desc="reference samples")
+            rows = sample(
+                model,
+                tok,
+                heldout_prompts(spec),
+                spec.eval.samples_per_prompt,
+                spec.eval.generation,
+                seed=_eval_seed(spec),
+                desc="reference samples",
+            )
             for r in rows:
                 r["ref_logprobs"], r["kl_steps"] = r["logprobs"], [0.0] * len(r["logprobs"])
             atomic_write_jsonl(out, rows)
@@ -162,8 +180,15 @@ def run_generate(spec: RunSpec, run_dir: Path) -> Path:
         return out
     policy, tok = load_causal_lm(spec.checkpoint_dir(), spec.model.dtype)
     reference, _ = load_causal_lm(reference_model_path(spec), spec.model.dtype)
-    rows = sample(policy, tok, heldout_prompts(spec), spec.eval.samples_per_prompt, spec.eval.generation,
-                  seed=_eval_seed(spec), reference=reference, desc="policy samples")
+    rows = sample(
+        policy,
+        tok,
+        heldout_prompts(spec),
+        spec.eval.samples_per_prompt,
+        spec.eval.generation,
+        seed=_eval_seed(spec),
+        reference=reference,
+        desc="policy samples",
+    )
     atomic_write_jsonl(out, rows)
     return out
-

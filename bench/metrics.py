@@ -93,7 +93,10 @@ def sample_metrics(rows: list[Row], reference: list[Row], gold_alphas: Iterable[
             return gold_reward(text, a)
 
         add(f"gold_reward_mean{suffix}", *mean_se_over_prompts(rows, lambda r, g=gold: g(r["completion"])))  # type: ignore[misc]
-        add(f"gold_win_rate{suffix}", *mean_se_over_prompts(_pairwise(rows, reference, gold), lambda r: r["win"]))
+        add(
+            f"gold_win_rate{suffix}",
+            *mean_se_over_prompts(_pairwise(rows, reference, gold), lambda r: r["win"]),
+        )
     return out
 
 
@@ -121,7 +124,9 @@ def lm_eval_metric_rows(flat: list[Row]) -> list[Row]:
     """lm-eval results as metric rows named lm_eval/<task>/<metric> (filter appended when not 'none')."""
     out = []
     for r in flat:
-        name = f"lm_eval/{r['task']}/{r['metric']}" + ("" if r["filter"] in (None, "none") else f"/{r['filter']}")
+        name = f"lm_eval/{r['task']}/{r['metric']}" + (
+            "" if r["filter"] in (None, "none") else f"/{r['filter']}"
+        )
         out.append({"metric": name, "value": r["value"], "stderr": r["stderr"]})
     return out
 

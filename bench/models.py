@@ -23,12 +23,15 @@ def torch_dtype(name: str) -> Any:
 
 def load_causal_lm(path: Path | str, dtype: str = "float32") -> tuple[Any, Any]:
     """(model in eval mode, tokenizer) from a saved folder. Registers the toy architecture first."""
-    import bench.data.toyworld.model  # noqa: F401  (registers model_type toy_llama with transformers)
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import bench.data.toyworld.model  # noqa: F401  (registers model_type toy_llama with transformers)
 
     path = Path(path)
     if not (path / "config.json").exists():
-        raise ConfigError(f"no model at {path} (config.json missing): check model.path or rebuild the toy world")
+        raise ConfigError(
+            f"no model at {path} (config.json missing): check model.path or rebuild the toy world"
+        )
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype(dtype))
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(str(path))

@@ -138,7 +138,9 @@ def scrub_secrets(tree: Any) -> Any:
     return tree
 
 
-def write_manifest(run_dir: Path, run_id: str, config: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+def write_manifest(
+    run_dir: Path, run_id: str, config: dict[str, Any], extra: dict[str, Any] | None = None
+) -> None:
     """manifest.json: the resolved config and where/with what it ran. Keeps the first start time on reruns."""
     path = run_dir / "manifest.json"
     previous = read_json(path) if path.exists() else {}

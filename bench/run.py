@@ -1,5 +1,6 @@
 """One run, stage by stage: train -> generate -> judge -> lm_eval -> metrics, each skipped when its output is
-complete, so rerunning a finished run does nothing and an interrupted one resumes at its first unfinished stage.
+complete, so rerunning a finished run does nothing and an interrupted one resumes at its first
+unfinished stage.
 
 Also the Hydra entry point for ad-hoc sweeps: `python -m bench.run -m loss.beta=1,2 seed=0,1`.
 """
@@ -53,8 +54,9 @@ def _stage_functions(spec: RunSpec, run_dir: Path) -> dict[str, Callable[[], obj
     from bench.train import run_train
 
     def judge() -> object:
-        return run_judge(spec, run_dir, read_jsonl(run_dir / "generations.jsonl"),
-                         read_jsonl(reference_generations(spec)))
+        return run_judge(
+            spec, run_dir, read_jsonl(run_dir / "generations.jsonl"), read_jsonl(reference_generations(spec))
+        )
 
     return {
         "train": lambda: run_train(spec, run_dir),
@@ -106,7 +108,12 @@ def run_one(spec: RunSpec, stages: tuple[str, ...] = STAGES) -> Path:
         log.info("[%s] %s done in %.1f s", spec.run_id, stage, time.perf_counter() - t0)
     if all(p.exists() for s in STAGES for p in outputs[s]):
         status.finish()
-        write_manifest(run_dir, spec.run_id, spec.config, {"study": spec.study, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        write_manifest(
+            run_dir,
+            spec.run_id,
+            spec.config,
+            {"study": spec.study, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+        )
     return run_dir
 
 

@@ -41,7 +41,7 @@ def _trainer_class() -> type:
         variant: PreferenceLoss
 
         def _sequence_logps(self, model: Any, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-            """Summed completion log-probs (2B,) and scored-token counts (2B,); rows are [chosen; rejected]."""
+            """Summed completion log-probs (2B,) and scored-token counts (2B,); rows [chosen; rejected]."""
             completion_mask = inputs["completion_mask"]
             labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
             out = model(
@@ -56,7 +56,7 @@ def _trainer_class() -> type:
             return per_token.sum(1), shift_mask.sum(1)
 
         def _compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool) -> Any:
-            mode = "train" if self.model.training else "eval"
+            mode = "train" if model.training else "eval"
             logps, tokens = self._sequence_logps(model, inputs)
             ref_chosen = ref_rejected = None
             if self.variant.needs_reference:
@@ -68,7 +68,9 @@ def _trainer_class() -> type:
                     ref_chosen, ref_rejected = ref_logps.chunk(2)
             chosen_logps, rejected_logps = logps.chunk(2)
             chosen_tokens, rejected_tokens = tokens.chunk(2)
-            stats = SequenceStats(chosen_logps, rejected_logps, chosen_tokens, rejected_tokens, ref_chosen, ref_rejected)
+            stats = SequenceStats(
+                chosen_logps, rejected_logps, chosen_tokens, rejected_tokens, ref_chosen, ref_rejected
+            )
             result = self.variant(stats)
             loss = result.losses.mean()
             self._log_batch(mode, result.chosen_rewards.detach(), result.rejected_rewards.detach(), stats)
@@ -76,7 +78,9 @@ def _trainer_class() -> type:
                 raise NotImplementedError("evaluation with outputs is not used by dpo-bench")
             return loss
 
-        def _log_batch(self, mode: str, chosen: torch.Tensor, rejected: torch.Tensor, stats: SequenceStats) -> None:
+        def _log_batch(
+            self, mode: str, chosen: torch.Tensor, rejected: torch.Tensor, stats: SequenceStats
+        ) -> None:
             gather = self.accelerator.gather_for_metrics
             metrics = self._metrics[mode]
             metrics["rewards/chosen"].append(gather(chosen).mean().item())
@@ -102,14 +106,26 @@ def _log_callback(path: Path) -> Any:
             self.fh = path.open("w")
             self.t0 = time.perf_counter()
 
-        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
-            row = {"step": state.global_step, "epoch": state.epoch, "time_s": round(time.perf_counter() - self.t0, 3)}
+        def on_log(
+            self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
+        ) -> None:
+            row = {
+                "step": state.global_step,
+                "epoch": state.epoch,
+                "time_s": round(time.perf_counter() - self.t0, 3),
+            }
             row.update(logs or {})
             self.fh.write(json.dumps(row) + "\n")
             self.fh.flush()
             if "loss" in row:
-                log.info("train step %d/%d loss %.4f margin %.3f acc %.2f", state.global_step, state.max_steps,
-                         row["loss"], row.get("rewards/margins", float("nan")), row.get("rewards/accuracies", float("nan")))
+                log.info(
+                    "train step %d/%d loss %.4f margin %.3f acc %.2f",
+                    state.global_step,
+                    state.max_steps,
+                    row["loss"],
+                    row.get("rewards/margins", float("nan")),
+                    row.get("rewards/accuracies", float("nan")),
+                )
 
         def on_train_end(self, *a: Any, **kw: Any) -> None:
             self.fh.close()
@@ -118,7 +134,7 @@ def _log_callback(path: Path) -> Any:
 
 
 def run_train(spec: RunSpec, run_dir: Path) -> Path:
-    """Train the policy; write the checkpoint (paths.scratch) and run_dir/train_log.jsonl. Skipped when done."""
+    """Train the policy; write the checkpoint (paths.scratch) and run_dir/train_log.jsonl. Skips if done."""
     from datasets import Dataset
     from transformers import PrinterCallback
     from trl import DPOConfig

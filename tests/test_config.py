@@ -31,12 +31,25 @@ def test_run_id_is_stable_readable_and_blind_to_excluded_keys() -> None:
     assert base.run_id == load_spec(["loss.beta=0.5"]).run_id
     assert base.run_id.startswith("dpo-toy-b0.5-lr0.001-s0-")
     blind = load_spec(
-        ["loss.beta=0.5", "study=other", "launcher=local", "paths.results=/elsewhere", "logging.level=DEBUG",
-         "eval.generation.batch_size=7", "eval.lm_eval.batch_size=3"]
+        [
+            "loss.beta=0.5",
+            "study=other",
+            "launcher=local",
+            "paths.results=/elsewhere",
+            "logging.level=DEBUG",
+            "eval.generation.batch_size=7",
+            "eval.lm_eval.batch_size=3",
+        ]
     )
     assert blind.run_id == base.run_id
-    for change in (["loss.beta=1"], ["seed=1"], ["train.learning_rate=0.01"], ["eval.samples_per_prompt=2"],
-                   ["dataset.world.judge_lambda=0.1"], ["model.toy.hidden=32"]):
+    for change in (
+        ["loss.beta=1"],
+        ["seed=1"],
+        ["train.learning_rate=0.01"],
+        ["eval.samples_per_prompt=2"],
+        ["dataset.world.judge_lambda=0.1"],
+        ["model.toy.hidden=32"],
+    ):
         assert load_spec(["loss.beta=0.5", *change]).run_id != base.run_id, change
 
 

@@ -1,4 +1,4 @@
-"""The judge stage: the toy judge through a real alpaca_eval.evaluate call, win rates, and the offline LC GLM."""
+"""The judge stage: the toy judge through a real alpaca_eval.evaluate call, win rates, the offline LC."""
 
 from __future__ import annotations
 
@@ -14,13 +14,20 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing here may reach the hub (the LC GLM must not download df_gamed)
 
-from bench.config import RunSpec, load_spec  # noqa: E402
-from bench.data.toyworld.build import world_params  # noqa: E402
-from bench.data.toyworld.process import judge_prob  # noqa: E402
-from bench.data.toyworld.vocab import NEUTRAL  # noqa: E402
-from bench.errors import ConfigError  # noqa: E402
-from bench.judge import available_judges, read_annotations, run_judge, win_rates  # noqa: E402
-from bench.judge.toy import ToyJudge, parse_prompt  # noqa: E402
+from bench.config import RunSpec, load_spec
+from bench.data.toyworld.build import world_params
+from bench.data.toyworld.process import judge_prob
+from bench.data.toyworld.vocab import NEUTRAL
+from bench.errors import ConfigError
+from bench.judge import (
+    annotations_path,
+    available_judges,
+    check_judge,
+    load_annotations,
+    run_judge,
+    win_rates,
+)
+from bench.judge.toy import ToyJudge, parse_prompt
 
 TEMPLATE = (Path(__file__).parents[1] / "bench/judge/annotators/toy_judge/prompt.txt").read_text()
 
@@ -90,10 +97,10 @@ def test_run_judge_all_pairs_files_and_skip(spec: RunSpec, tmp_path: Path) -> No
     run_dir = tmp_path / "run"
     path = run_judge(spec, run_dir, _rows(policy), _rows(reference))
 
-    assert path == run_dir / "judgments" / "toy" / "annotations.json"
+    assert path == run_dir / "judgments" / "toy" / "annotations.json" == annotations_path(spec, run_dir)
     assert (path.parent / "leaderboard.csv").is_file()
     assert sorted(p.name for p in path.parent.parent.iterdir()) == ["toy"]  # no temp folder left behind
-    df = read_annotations(path)
+    df = load_annotations(path)
     assert len(df) == 3 * 2 * 2
     assert not df.duplicated(["prompt_id", "policy_sample", "reference_sample"]).any()
     lam, tau = world_params(spec).judge_lambda, world_params(spec).judge_tau
@@ -123,7 +130,7 @@ def test_planted_length_bias_raw_high_lc_near_half(spec: RunSpec, tmp_path: Path
 
     policy = {(p, s): make(14, 32) for p in range(32) for s in range(4)}
     reference = {(p, s): make(4, 18) for p in range(32) for s in range(4)}
-    df = read_annotations(run_judge(spec, tmp_path / "run", _rows(policy), _rows(reference)))
+    df = load_annotations(run_judge(spec, tmp_path / "run", _rows(policy), _rows(reference)))
     assert len(df) == 32 * 4 * 4
     # alpaca_eval showed some pairs in swapped order and mapped the soft preference back with 3 - x
     switched = df["preference_raw_completion"].astype(float) != df["preference"]
@@ -137,9 +144,12 @@ def test_planted_length_bias_raw_high_lc_near_half(spec: RunSpec, tmp_path: Path
 
 def test_unknown_judge_names_the_available_ones(spec: RunSpec, tmp_path: Path) -> None:
     assert "toy" in available_judges()
+    check_judge(spec)
     bad = dataclasses.replace(spec, eval=dataclasses.replace(spec.eval, judge="gpt9"))
     with pytest.raises(ConfigError, match=r"gpt9.*available judges: .*toy"):
         run_judge(bad, tmp_path / "run", [], [])
+    with pytest.raises(ConfigError, match="available judges"):
+        check_judge(bad)
 
 
 def test_win_rates_hand_computed() -> None:

@@ -14,10 +14,13 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from bench.config import RunSpec, load_spec  # noqa: E402
-from bench.errors import ConfigError  # noqa: E402
-from bench.evaluate import load_task_yaml, lm_eval_rows, run_lm_eval, shipped_tasks  # noqa: E402
-from bench.records import read_json, read_jsonl  # noqa: E402
+from bench.config import RunSpec, load_spec
+from bench.errors import ConfigError
+from bench.evaluate import lm_eval_rows, load_task_yaml, run_lm_eval, shipped_tasks
+from bench.records import read_json, read_jsonl
+
+World = tuple[RunSpec, Path]
+Evaluated = tuple[Path, dict[str, Any]]
 
 
 def _overrides(tmp: Path) -> list[str]:
@@ -31,7 +34,7 @@ def _overrides(tmp: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunSpec, Path]:
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     from bench.data.toyworld.build import ensure_world
 
     tmp = tmp_path_factory.mktemp("lm_eval")
@@ -40,9 +43,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunSpec, Path]:
 
 
 @pytest.fixture(scope="module")
-def evaluated(
-    world: tuple[RunSpec, Path], tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Path, dict[str, Any]]:
+def evaluated(world: World, tmp_path_factory: pytest.TempPathFactory) -> Evaluated:
     spec, folder = world
     run_dir = tmp_path_factory.mktemp("run")
     path = run_lm_eval(spec, run_dir, folder / "reference")
@@ -59,9 +60,7 @@ def test_shipped_task_yamls_load() -> None:
     assert {m["metric"] for m in mc["metric_list"]} == {"acc", "acc_norm"}
 
 
-def test_run_lm_eval_writes_results(
-    world: tuple[RunSpec, Path], evaluated: tuple[Path, dict[str, Any]]
-) -> None:
+def test_run_lm_eval_writes_results(world: World, evaluated: Evaluated) -> None:
     spec, _ = world
     path, data = evaluated
     assert path.name == "lm_eval.json"
@@ -80,7 +79,7 @@ def test_run_lm_eval_writes_results(
     assert data["configs"]["toy_nll"]["process_results"] == "utils.process_results"
 
 
-def test_rerun_is_skipped(world: tuple[RunSpec, Path], evaluated: tuple[Path, dict[str, Any]]) -> None:
+def test_rerun_is_skipped(world: World, evaluated: Evaluated) -> None:
     spec, folder = world
     path, _ = evaluated
     before = path.stat().st_mtime_ns
@@ -88,9 +87,7 @@ def test_rerun_is_skipped(world: tuple[RunSpec, Path], evaluated: tuple[Path, di
     assert path.stat().st_mtime_ns == before
 
 
-def test_nll_matches_a_direct_computation(
-    world: tuple[RunSpec, Path], evaluated: tuple[Path, dict[str, Any]]
-) -> None:
+def test_nll_matches_a_direct_computation(world: World, evaluated: Evaluated) -> None:
     """lm-eval's number equals sum log p(completion + eos | prompt) / n_tokens computed by hand: the eos is
     scored, no BOS is added, and the prompt/completion boundary falls where it should."""
     import torch
@@ -105,7 +102,7 @@ def test_nll_matches_a_direct_computation(
     with torch.no_grad():
         for doc in docs:
             prompt_ids = tok.encode(doc["prompt"], add_special_tokens=False)
-            target_ids = tok.encode(doc["completion"], add_special_tokens=False) + [tok.eos_token_id]
+            target_ids = [*tok.encode(doc["completion"], add_special_tokens=False), tok.eos_token_id]
             assert len(target_ids) == doc["n_tokens"]
             ids = torch.tensor([prompt_ids + target_ids])
             logp = model(input_ids=ids).logits[0, :-1].log_softmax(-1).gather(-1, ids[0, 1:, None])[:, 0]
@@ -117,7 +114,7 @@ def test_nll_matches_a_direct_computation(
     assert results["excess_nll,none"] == pytest.approx(sum(excess) / len(docs), abs=1e-3)
 
 
-def test_rows_flatten(evaluated: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+def test_rows_flatten(evaluated: Evaluated, tmp_path: Path) -> None:
     path, data = evaluated
     rows = lm_eval_rows(path)
     keyed = {(r["task"], r["metric"]): r for r in rows}
@@ -156,3 +153,9 @@ def test_unknown_toy_task_names_the_shipped_ones(tmp_path: Path) -> None:
         run_lm_eval(spec, tmp_path / "run", tmp_path / "no-model")
     assert "toy_mc" in str(err.value) and "toy_nll" in str(err.value)
     assert not (tmp_path / "run" / "lm_eval.json").exists()
+
+
+def test_no_tasks_writes_an_empty_record(tmp_path: Path) -> None:
+    spec = load_spec([*_overrides(tmp_path), "eval.lm_eval.tasks=[]"])
+    path = run_lm_eval(spec, tmp_path / "run", tmp_path / "no-model")
+    assert read_json(path)["results"] == {} and lm_eval_rows(path) == []

@@ -12,7 +12,6 @@ from bench.data.toyworld import process
 from bench.data.toyworld.build import ensure_world, world_dir
 from bench.data.toyworld.process import Features, WorldParams
 from bench.records import read_jsonl
-
 from tests.helpers import tiny_overrides
 
 
@@ -48,7 +47,9 @@ def test_prompt_probabilities_follow_the_additive_features() -> None:
 def test_world_is_disjoint_deterministic_and_complete(tiny_root, tmp_path) -> None:
     spec = load_spec(tiny_overrides(tiny_root))
     folder = ensure_world(spec)
-    heldout = {frozenset(process.topics_of(r["prompt"])) for r in read_jsonl(folder / "heldout_prompts.jsonl")}
+    heldout = {
+        frozenset(process.topics_of(r["prompt"])) for r in read_jsonl(folder / "heldout_prompts.jsonl")
+    }
     train = {frozenset(process.topics_of(r["prompt"])) for r in read_jsonl(folder / "pairs.jsonl")}
     mc = {frozenset(process.topics_of(r["prompt"])) for r in read_jsonl(folder / "tasks" / "toy_mc.jsonl")}
     assert heldout and train and not (heldout & train) and not (mc & train)
@@ -63,7 +64,10 @@ def test_world_is_disjoint_deterministic_and_complete(tiny_root, tmp_path) -> No
         assert (other / name).read_bytes() == (folder / name).read_bytes(), name
     from safetensors.torch import load_file
 
-    a, b = load_file(folder / "reference" / "model.safetensors"), load_file(other / "reference" / "model.safetensors")
+    a, b = (
+        load_file(folder / "reference" / "model.safetensors"),
+        load_file(other / "reference" / "model.safetensors"),
+    )
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
 
 

@@ -41,13 +41,17 @@ def row_problems(row: Any) -> list[str]:
 def validate_rows(rows: list[Any], source: str) -> list[dict[str, str]]:
     """Raise ConfigError listing every bad row (1-based, as editors number lines); return the rows."""
     if not rows:
-        raise ConfigError(f"{source}: no preference rows: the file is empty; add JSON lines with {', '.join(FIELDS)}")
+        raise ConfigError(
+            f"{source}: no preference rows: the file is empty; add JSON lines with {', '.join(FIELDS)}"
+        )
     bad = [(i + 1, p) for i, row in enumerate(rows) for p in [row_problems(row)] if p]
     if bad:
         lines = [f"  row {n}: {'; '.join(p)}" for n, p in bad[:MAX_REPORTED]]
         more = f"\n  ... and {len(bad) - MAX_REPORTED} more" if len(bad) > MAX_REPORTED else ""
         raise ConfigError(
-            f"{source}: {len(bad)} malformed preference row(s); fix or remove them:\n" + "\n".join(lines) + more
+            f"{source}: {len(bad)} malformed preference row(s); fix or remove them:\n"
+            + "\n".join(lines)
+            + more
         )
     return [{k: r[k] for k in FIELDS} for r in rows]
 
@@ -63,7 +67,9 @@ def load_jsonl_rows(path: Path) -> list[dict[str, str]]:
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError as err:
-            raise ConfigError(f"{path}: row {n} is not valid JSON ({err.msg} at column {err.colno}); fix the line") from err
+            raise ConfigError(
+                f"{path}: row {n} is not valid JSON ({err.msg} at column {err.colno}); fix the line"
+            ) from err
     if rows and all(r is None for r in rows):
         rows = []
     return validate_rows(rows, str(path))
@@ -77,7 +83,11 @@ def toy_labelled_rows(world: Path, seed: int) -> list[dict[str, str]]:
     rows = []
     for pair in read_jsonl(world / "pairs.jsonl"):
         a_wins = rng.random() < pair["judge_p_a"]
-        chosen, rejected = (pair["completion_a"], pair["completion_b"]) if a_wins else (pair["completion_b"], pair["completion_a"])
+        chosen, rejected = (
+            (pair["completion_a"], pair["completion_b"])
+            if a_wins
+            else (pair["completion_b"], pair["completion_a"])
+        )
         rows.append({"prompt": pair["prompt"], "chosen": chosen, "rejected": rejected})
     return validate_rows(rows, str(world / "pairs.jsonl"))
 

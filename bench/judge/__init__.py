@@ -1,9 +1,10 @@
 """The judge stage: AlpacaEval pairwise preferences of policy vs reference outputs, and their win rates.
 
 This package is the one place that imports alpaca_eval (lazily: it takes seconds to import, needs
-setuptools<81, and sets the root logger to INFO on import). A judge `<name>` (spec.eval.judge) is the annotator
-folder annotators/<name>_judge/ (configs.yaml + prompt template); when a module bench/judge/<name>.py exists, its
-`make_fn_completions(spec)` supplies the judge as a Python callable, so no API is ever called for the toy judge.
+setuptools<81, and sets the root logger to INFO on import). A judge `<name>` (spec.eval.judge) is the
+annotator folder annotators/<name>_judge/ (configs.yaml + prompt template); when a module
+bench/judge/<name>.py exists, its `make_fn_completions(spec)` supplies the judge as a Python callable, so no
+API is ever called for the toy judge.
 
 Every prompt's n_policy x n_reference sample pairs are judged (ARCHITECTURE.md, The toy world): pairs of one
 prompt share samples, so standard errors average the pairs of a prompt first and then go across prompts.
@@ -40,7 +41,15 @@ POLICY, REFERENCE = "policy", "reference"  # generator names: output_2 and outpu
 ID_COLUMNS = ["prompt_id", "policy_sample", "reference_sample"]
 LC_GLM = "length_controlled_minimal"
 
-__all__ = ["available_judges", "lc_win_rate_minimal", "read_annotations", "run_judge", "win_rates"]
+__all__ = [
+    "annotations_path",
+    "available_judges",
+    "check_judge",
+    "lc_win_rate_minimal",
+    "load_annotations",
+    "run_judge",
+    "win_rates",
+]
 
 
 @contextlib.contextmanager
@@ -84,6 +93,17 @@ def _fn_completions(name: str, spec: RunSpec) -> Callable[..., dict[str, list[An
     return fn
 
 
+def check_judge(spec: RunSpec) -> None:
+    """Preflight: the judge exists and its callable can be built from the config (no alpaca_eval import)."""
+    _annotator_config(spec.eval.judge)
+    _fn_completions(spec.eval.judge, spec)
+
+
+def annotations_path(spec: RunSpec, run_dir: Path) -> Path:
+    """run_dir/judgments/<judge>/annotations.json: its existence marks the judge stage complete."""
+    return Path(run_dir) / "judgments" / spec.eval.judge / "annotations.json"
+
+
 def _by_prompt(rows: list[dict[str, Any]], side: str) -> dict[int, tuple[str, dict[int, str]]]:
     """{prompt_id: (prompt, {sample: completion})}, refusing duplicate (prompt_id, sample) rows."""
     out: dict[int, tuple[str, dict[int, str]]] = {}
@@ -103,9 +123,9 @@ def _pair_rows(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """AlpacaEval's two inputs, one row per (prompt, policy sample, reference sample), in matching order.
 
-    annotate_head2head merges outputs on `instruction` (a cartesian product per prompt that the annotator then
-    collapses by identical text) unless is_ordered=True, which merges row i with row i. So both sides are laid
-    out pair by pair and merged by order; the id columns ride along into the annotations.
+    annotate_head2head otherwise merges on `instruction` (a cartesian product of all rows sharing a prompt,
+    then drop_duplicates over whole rows); with is_ordered=True it merges row i with row i. So both sides are
+    laid out pair by pair and merged by order, and the id columns ride along into the annotations.
     """
     policy, reference = _by_prompt(policy_rows, POLICY), _by_prompt(reference_rows, REFERENCE)
     if set(policy) != set(reference):
@@ -135,9 +155,9 @@ def run_judge(
     """
     name = spec.eval.judge
     config = _annotator_config(name)
-    final = Path(run_dir) / "judgments" / name
-    if (final / "annotations.json").exists():
-        return final / "annotations.json"
+    path = annotations_path(spec, run_dir)
+    if path.exists():
+        return path
     outputs_1, outputs_2 = _pair_rows(policy_rows, reference_rows)
     fn_completions = _fn_completions(name, spec)
     with _quiet_alpaca_eval_import():
@@ -165,11 +185,11 @@ def run_judge(
     df = df.astype({c: int for c in ID_COLUMNS}).sort_values(ID_COLUMNS, kind="stable").reset_index(drop=True)
     leaderboard["length_controlled_winrate"] = 100 * lc_win_rate_minimal(df)  # offline LC, minimal GLM
     leaderboard["lc_glm"] = LC_GLM
-    with atomic_dir(final) as tmp:
+    with atomic_dir(path.parent) as tmp:
         df.to_json(tmp / "annotations.json", orient="records", indent=2, double_precision=15)
         leaderboard.to_csv(tmp / "leaderboard.csv")
-    log.info("judge %s: %d pairs in %.1f s -> %s", name, len(df), time.perf_counter() - t0, final)
-    return final / "annotations.json"
+    log.info("judge %s: %d pairs in %.1f s -> %s", name, len(df), time.perf_counter() - t0, path.parent)
+    return path
 
 
 def _check_complete(df: pd.DataFrame, expected: int) -> None:
@@ -188,7 +208,7 @@ def _check_complete(df: pd.DataFrame, expected: int) -> None:
         )
 
 
-def read_annotations(path: Path) -> pd.DataFrame:
+def load_annotations(path: Path) -> pd.DataFrame:
     """annotations.json as a DataFrame (plain json, so pandas does not guess dates or dtypes)."""
     import pandas as pd
 
@@ -240,7 +260,8 @@ def lc_win_rate_minimal(annotations: pd.DataFrame) -> float:
     formula uses neither instruction_difficulty nor the gamed baselines it downloads): preference - 1 as the
     soft label, std_delta_len = (len(output_1) - len(output_2)) in characters over its standard deviation,
     not_gamed_baseline = True, then AlpacaEval's own design matrix and cross-validated logistic fit, predicted
-    at std_delta_len = 0 and averaged. Its standard error is 0 by construction: bootstrap over prompts for CIs.
+    at std_delta_len = 0 and averaged. Its standard error is 0 by construction: bootstrap over prompts for
+    confidence intervals.
     """
     import numpy as np
     import pandas as pd

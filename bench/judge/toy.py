@@ -51,8 +51,8 @@ def parse_prompt(prompt: str) -> tuple[str, str]:
 class ToyJudge:
     """Completion function for AlpacaEval: P(output_2 preferred) = sigmoid((s2 - s1) / tau), as text 1 + P.
 
-    s = (#pos - #neg)/L + lambda log L (bench.data.toyworld.process.judge_score): the judge likes length, which
-    is what the length-controlled win rate has to undo.
+    s = (#pos - #neg)/L + lambda log L (bench.data.toyworld.process.judge_score): the judge likes length,
+    which is what the length-controlled win rate has to undo.
     """
 
     def __init__(self, lam: float, tau: float):

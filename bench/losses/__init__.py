@@ -34,6 +34,7 @@ def build_loss(name: str, params: dict[str, Any]) -> PreferenceLoss:
             near = difflib.get_close_matches(key, valid, n=1)
             hint = f" Did you mean {near[0]!r}?" if near else ""
             raise ConfigError(
-                f"unknown hyperparameter loss.{key} for loss {name!r}.{hint} Valid: {', '.join(valid) or 'none'}."
+                f"unknown hyperparameter loss.{key} for loss {name!r}.{hint} "
+                f"Valid: {', '.join(valid) or 'none'}."
             )
     return cls(**params)

@@ -34,13 +34,15 @@ class SequenceStats:
 
     def require_reference(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.ref_chosen_logps is None or self.ref_rejected_logps is None:
-            raise RuntimeError("this loss needs reference log-probs but the batch has none (needs_reference?)")
+            raise RuntimeError(
+                "this loss needs reference log-probs but the batch has none (needs_reference?)"
+            )
         return self.ref_chosen_logps, self.ref_rejected_logps
 
 
 @dataclass(frozen=True)
 class LossOutput:
-    """Per-example losses (B,) to be averaged, and the implicit rewards (B,) to log (detached by the caller)."""
+    """Per-example losses (B,) to average, and the implicit rewards (B,) to log (the caller detaches)."""
 
     losses: torch.Tensor
     chosen_rewards: torch.Tensor

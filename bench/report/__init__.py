@@ -49,20 +49,26 @@ def collect(study_dir: Path) -> tuple[pd.DataFrame, list[str]]:
         if not (folder / "metrics.jsonl").exists():
             status = read_json(folder / "status.json") if (folder / "status.json").exists() else {}
             error = (status.get("error") or "").splitlines()[:1]
-            notes.append(f"{folder.name}: {status.get('state', 'pending')} at stage {status.get('stage')} {error}")
+            notes.append(
+                f"{folder.name}: {status.get('state', 'pending')} at stage {status.get('stage')} {error}"
+            )
             continue
         cfg = read_json(folder / "manifest.json")["config"]
-        rows.append({
-            "variant": cfg["choices"]["loss"],
-            "beta": cfg["loss"].get("beta"),
-            "lr": cfg["train"]["learning_rate"],
-            "seed": cfg["seed"],
-            "dataset": cfg["choices"]["dataset"],
-            "run_id": folder.name,
-            **_metrics(folder),
-        })
+        rows.append(
+            {
+                "variant": cfg["choices"]["loss"],
+                "beta": cfg["loss"].get("beta"),
+                "lr": cfg["train"]["learning_rate"],
+                "seed": cfg["seed"],
+                "dataset": cfg["choices"]["dataset"],
+                "run_id": folder.name,
+                **_metrics(folder),
+            }
+        )
     for folder in sorted((study_dir / "_reference").glob("*/metrics.jsonl")):
-        rows.append({"variant": "reference", "run_id": f"_reference/{folder.parent.name}", **_metrics(folder.parent)})
+        rows.append(
+            {"variant": "reference", "run_id": f"_reference/{folder.parent.name}", **_metrics(folder.parent)}
+        )
     frame = pd.DataFrame(rows)
     if not frame.empty:
         frame = frame.sort_values(["variant", "beta", "lr", "seed"], na_position="first", kind="stable")
@@ -78,12 +84,14 @@ def _cell(value: Any, se: Any) -> str:
 
 def markdown_table(frame: pd.DataFrame) -> str:
     cols = [c for c in HEADLINE if c in frame.columns]
-    shown = pd.DataFrame({
-        "variant": frame["variant"],
-        "beta": frame["beta"].map(lambda b: "" if b is None or pd.isna(b) else f"{b:g}"),
-        "lr": frame["lr"].map(lambda b: "" if b is None or pd.isna(b) else f"{b:g}"),
-        "seed": frame["seed"].map(lambda b: "" if b is None or pd.isna(b) else str(int(b))),
-    })
+    shown = pd.DataFrame(
+        {
+            "variant": frame["variant"],
+            "beta": frame["beta"].map(lambda b: "" if b is None or pd.isna(b) else f"{b:g}"),
+            "lr": frame["lr"].map(lambda b: "" if b is None or pd.isna(b) else f"{b:g}"),
+            "seed": frame["seed"].map(lambda b: "" if b is None or pd.isna(b) else str(int(b))),
+        }
+    )
     for c in cols:
         se = frame[f"{c}_se"] if c in WITH_SE and f"{c}_se" in frame.columns else [None] * len(frame)
         shown[c.removeprefix("lm_eval/")] = [_cell(v, s) for v, s in zip(frame[c], se, strict=True)]
@@ -100,8 +108,10 @@ def write_report(study_dir: Path) -> str:
         return text
     table = markdown_table(frame)
     body = [f"# Study `{study_dir.name}`\n", table, ""]
-    body.append("win rates are against the reference model's samples (soft judge preference; ± one standard error "
-                "over prompts); KL in nats per sequence (kl_seq: exact per-step KL along policy samples).")
+    body.append(
+        "win rates are against the reference model's samples (soft judge preference; ± one standard error "
+        "over prompts); KL in nats per sequence (kl_seq: exact per-step KL along policy samples)."
+    )
     if notes:
         body += ["", "Not in the table (unfinished or failed):", *[f"- {n}" for n in notes]]
     text = "\n".join(body) + "\n"

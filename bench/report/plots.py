@@ -1,4 +1,4 @@
-"""Study plots: win rate and gold reward against KL (the DPO paper's frontier view), and length against win."""
+"""Study plots: win rates against KL (the DPO paper's frontier view), and length against win rate."""
 
 from __future__ import annotations
 
@@ -29,11 +29,19 @@ def plot_frontier(frame: pd.DataFrame, out: Path) -> list[Path]:
             ax.plot(group[x], group[y], marker="o", label=str(variant))
             for _, r in group.iterrows():
                 if r.get("beta") is not None and not pd.isna(r.get("beta")):
-                    ax.annotate(f"β={r['beta']:g}", (r[x], r[y]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+                    ax.annotate(
+                        f"β={r['beta']:g}",
+                        (r[x], r[y]),
+                        textcoords="offset points",
+                        xytext=(4, 4),
+                        fontsize=8,
+                    )
         if not ref.empty and x in ref and y in ref:
             ax.scatter(ref[x], ref[y], marker="*", s=160, color="black", label="reference", zorder=3)
         ax.axhline(0.5, color="grey", lw=0.8, ls=":")
-        ax.set_xlabel("KL(policy || reference), nats per sequence" if x == "kl_seq" else "length / reference length")
+        ax.set_xlabel(
+            "KL(policy || reference), nats per sequence" if x == "kl_seq" else "length / reference length"
+        )
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)

@@ -1,4 +1,4 @@
-"""process_results of the toy lm-eval tasks (referenced from the YAMLs as `!function utils.process_results`)."""
+"""process_results of the toy lm-eval tasks (the YAMLs name it `!function utils.process_results`)."""
 
 from __future__ import annotations
 

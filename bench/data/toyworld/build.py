@@ -1,4 +1,4 @@
-"""Build (once) and cache a toy world: prompt splits, the reference model, preference pairs, lm-eval task data.
+"""Build once and cache a toy world: prompt splits, reference model, preference pairs, lm-eval data.
 
 A world is a folder <paths.cache>/toyworld/<hash>/ named by the hash of the world's parameters and the
 reference model's architecture and fitting schedule. It is built under a file lock into a temporary folder and
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from bench.config import RunSpec, ToyModelSpec
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 1  # bump when the files a world holds change meaning
+FORMAT_VERSION = 2  # bump whenever the build changes what a world holds (data, model fit)
 
 
 def world_params(spec: RunSpec) -> WorldParams:
@@ -39,10 +39,12 @@ def world_params(spec: RunSpec) -> WorldParams:
     if "gold_alphas" in raw:
         raw["gold_alphas"] = tuple(raw["gold_alphas"])
     params = WorldParams(**raw)
-    if not (0 < params.p_base and 2 * (params.p_base + params.p_spread) <= 1 and params.p_spread >= 0):
+    if not (params.p_base > 0 and 2 * (params.p_base + params.p_spread) <= 1 and params.p_spread >= 0):
         raise ConfigError("dataset.world: need p_base > 0, p_spread >= 0 and 2 (p_base + p_spread) <= 1")
     if not (1 <= params.min_len <= params.max_len and 1 <= params.min_topics <= params.max_topics <= 40):
-        raise ConfigError("dataset.world: need 1 <= min_len <= max_len and 1 <= min_topics <= max_topics <= 40")
+        raise ConfigError(
+            "dataset.world: need 1 <= min_len <= max_len and 1 <= min_topics <= max_topics <= 40"
+        )
     if params.judge_tau <= 0:
         raise ConfigError(f"dataset.world.judge_tau must be > 0, got {params.judge_tau}")
     return params
@@ -53,7 +55,11 @@ def world_dir(spec: RunSpec) -> Path:
 
     if spec.model.toy is None:
         raise ConfigError("the toy world needs model=toy (or another model with a `toy` section)")
-    key = {"v": FORMAT_VERSION, "world": dataclasses.asdict(world_params(spec)), "model": dataclasses.asdict(spec.model.toy)}
+    key = {
+        "v": FORMAT_VERSION,
+        "world": dataclasses.asdict(world_params(spec)),
+        "model": dataclasses.asdict(spec.model.toy),
+    }
     return Path(spec.paths["cache"]) / "toyworld" / config_hash(key, 12)
 
 
@@ -75,7 +81,9 @@ def _ids(text: str) -> list[int]:
     return [WORD_TO_ID[w] for w in text.split()]
 
 
-def _sample_sft(rng: np.random.Generator, feats: Features, prompts: list[str], params: WorldParams) -> list[str]:
+def _sample_sft(
+    rng: np.random.Generator, feats: Features, prompts: list[str], params: WorldParams
+) -> list[str]:
     out = []
     for prompt in prompts:
         p, q = feats.class_probs(process.topics_of(prompt))
@@ -83,7 +91,9 @@ def _sample_sft(rng: np.random.Generator, feats: Features, prompts: list[str], p
     return out
 
 
-def _fit_reference(prompts: list[str], completions: list[str], toy: ToyModelSpec, seed: int, out: Path) -> dict[str, float]:
+def _fit_reference(
+    prompts: list[str], completions: list[str], toy: ToyModelSpec, seed: int, out: Path
+) -> dict[str, float]:
     """Maximum likelihood on (prompt, completion + <eos>) with the loss on completion tokens only.
 
     A plain loop rather than a Trainer: this fits the world's fixed SFT model (not an experiment) and must
@@ -103,9 +113,15 @@ def _fit_reference(prompts: list[str], completions: list[str], toy: ToyModelSpec
         ids[i, : len(a) + len(b)] = torch.tensor(a + b)
         labels[i, len(a) : len(a) + len(b)] = torch.tensor(b)
         mask[i, : len(a) + len(b)] = 1
-    model = ToyLlamaForCausalLM(build_reference_config(toy.hidden, toy.layers, toy.heads, toy.mlp, max(64, width + 48)))
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=toy.sft_lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=toy.sft_lr, total_steps=toy.sft_steps, pct_start=0.05, anneal_strategy="cos")
+    model = ToyLlamaForCausalLM(
+        build_reference_config(toy.hidden, toy.layers, toy.heads, toy.mlp, max(64, width + 48))
+    )
+    opt = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=toy.sft_lr, weight_decay=0.0
+    )
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=toy.sft_lr, total_steps=toy.sft_steps, pct_start=0.05, anneal_strategy="cos"
+    )
     gen = torch.Generator().manual_seed(seed)
     model.train()
     losses: list[float] = []
@@ -128,8 +144,11 @@ def _fit_reference(prompts: list[str], completions: list[str], toy: ToyModelSpec
 def _true_logprob(completion: str, p: float, q: float, params: WorldParams) -> float:
     """log P(completion + <eos>) under the base process (the floor any model's NLL can reach)."""
     words = completion.split()
-    per_class = {"pos": math.log(p / len(POSITIVE)), "neg": math.log(q / len(NEGATIVE)),
-                 "neutral": math.log((1 - p - q) / len(NEUTRAL))}
+    per_class = {
+        "pos": math.log(p / len(POSITIVE)),
+        "neg": math.log(q / len(NEGATIVE)),
+        "neutral": math.log((1 - p - q) / len(NEUTRAL)),
+    }
     from .vocab import word_class
 
     return -math.log(params.max_len - params.min_len + 1) + sum(per_class[word_class(w)] for w in words)
@@ -150,8 +169,9 @@ def build_world(params: WorldParams, toy: ToyModelSpec, out: Path) -> dict[str, 
     used: set[frozenset[str]] = set()
     heldout = process.sample_prompts(rng, params.n_heldout_prompts, params, used)
     train_prompts = process.sample_prompts(rng, params.n_train_prompts, params, used)
-    # SFT prompts avoid the held-out ones; they may repeat each other and the preference prompts.
-    sft_prompts = [train_prompts[i] for i in rng.integers(0, len(train_prompts), params.n_sft)]
+    # SFT prompts: fresh draws that avoid the held-out ones, so the model sees many topic combinations and
+    # learns the additive features rather than 2000 memorised prompts.
+    sft_prompts = process.sample_prompts(rng, params.n_sft, params, used)
     sft_completions = _sample_sft(rng, feats, sft_prompts, params)
     timings["base_samples_s"] = time.perf_counter() - t0
 
@@ -169,20 +189,33 @@ def build_world(params: WorldParams, toy: ToyModelSpec, out: Path) -> dict[str, 
         if not a["completion"] or not b["completion"] or a["completion"] == b["completion"]:
             dropped += 1  # an empty or tied pair carries no preference; a well-fitted model rarely makes one
             continue
-        pairs.append({
-            "prompt": a["prompt"], "completion_a": a["completion"], "completion_b": b["completion"],
-            # P(the judge prefers a over b); each run seed samples its own labels from it
-            "judge_p_a": process.judge_prob(b["completion"], a["completion"], params.judge_lambda, params.judge_tau),
-        })
+        pairs.append(
+            {
+                "prompt": a["prompt"],
+                "completion_a": a["completion"],
+                "completion_b": b["completion"],
+                # P(the judge prefers a over b); each run seed samples its own labels from it
+                "judge_p_a": process.judge_prob(
+                    b["completion"], a["completion"], params.judge_lambda, params.judge_tau
+                ),
+            }
+        )
     timings["pairs_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    nll_docs, excess = [], []
+    nll_docs: list[dict[str, Any]] = []
+    excess: list[float] = []
     for prompt in heldout[: params.n_task_docs]:
         p, q = feats.class_probs(process.topics_of(prompt))
         completion = process.sample_completion(rng, p, q, params)
-        nll_docs.append({"prompt": prompt, "completion": completion, "n_tokens": len(completion.split()) + 1,
-                         "true_nll": -_true_logprob(completion, p, q, params)})
+        nll_docs.append(
+            {
+                "prompt": prompt,
+                "completion": completion,
+                "n_tokens": len(completion.split()) + 1,
+                "true_nll": -_true_logprob(completion, p, q, params),
+            }
+        )
     mc_docs = []
     mc_prompts = process.sample_prompts(rng, 20 * params.n_task_docs, params, used)
     for prompt in mc_prompts:
@@ -193,7 +226,9 @@ def build_world(params: WorldParams, toy: ToyModelSpec, out: Path) -> dict[str, 
         true = process.sample_completion(rng, p, q, params, length)
         swapped = process.sample_completion(rng, q, p, params, length)
         label = int(rng.integers(2))
-        mc_docs.append({"prompt": prompt, "choices": [true, swapped] if label == 0 else [swapped, true], "label": label})
+        mc_docs.append(
+            {"prompt": prompt, "choices": [true, swapped] if label == 0 else [swapped, true], "label": label}
+        )
         if len(mc_docs) == params.n_task_docs:
             break
     with torch.no_grad():
@@ -209,9 +244,14 @@ def build_world(params: WorldParams, toy: ToyModelSpec, out: Path) -> dict[str, 
     atomic_write_jsonl(out / "tasks" / "toy_nll.jsonl", nll_docs)
     atomic_write_jsonl(out / "tasks" / "toy_mc.jsonl", mc_docs)
     timings["total_s"] = time.perf_counter() - t0
-    chosen_longer = float(np.mean([
-        (p["judge_p_a"] > 0.5) == (len(p["completion_a"].split()) > len(p["completion_b"].split())) for p in pairs
-    ]))
+    chosen_longer = float(
+        np.mean(
+            [
+                (p["judge_p_a"] > 0.5) == (len(p["completion_a"].split()) > len(p["completion_b"].split()))
+                for p in pairs
+            ]
+        )
+    )
     summary = {
         "params": dataclasses.asdict(params),
         "model": dataclasses.asdict(toy),

@@ -38,6 +38,8 @@ class MaskedLMHead(nn.Module):
         bias[masked_token_ids] = MASK_LOGIT
         self.register_buffer("bias", bias)  # persistent: saved and loaded with the weights
 
+    bias: torch.Tensor
+
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return F.linear(hidden, self.weight, self.bias.to(hidden.dtype))
 
@@ -55,7 +57,9 @@ AutoConfig.register("toy_llama", ToyLlamaConfig, exist_ok=True)
 AutoModelForCausalLM.register(ToyLlamaConfig, ToyLlamaForCausalLM, exist_ok=True)
 
 
-def build_reference_config(hidden: int, layers: int, heads: int, mlp: int, max_positions: int) -> ToyLlamaConfig:
+def build_reference_config(
+    hidden: int, layers: int, heads: int, mlp: int, max_positions: int
+) -> ToyLlamaConfig:
     return ToyLlamaConfig(
         masked_token_ids=[WORD_TO_ID[w] for w in NEVER_GENERATED],
         vocab_size=len(ALL_WORDS),

@@ -64,7 +64,9 @@ def topics_of(prompt: str) -> list[str]:
     return words[2:]
 
 
-def sample_prompts(rng: np.random.Generator, n: int, params: WorldParams, exclude: set[frozenset[str]]) -> list[str]:
+def sample_prompts(
+    rng: np.random.Generator, n: int, params: WorldParams, exclude: set[frozenset[str]]
+) -> list[str]:
     """n distinct prompts whose topic sets are not in `exclude` (which grows, keeping splits disjoint)."""
     prompts: list[str] = []
     while len(prompts) < n:
@@ -127,4 +129,3 @@ def judge_prob(completion_1: str, completion_2: str, lam: float, tau: float) -> 
     """P(the judge prefers completion_2 over completion_1) = sigmoid((s2 - s1) / tau)."""
     z = (judge_score(completion_2, lam) - judge_score(completion_1, lam)) / tau
     return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
-

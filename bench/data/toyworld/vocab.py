@@ -13,23 +13,25 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
 
-POSITIVE = (
-    "good great excellent superb lovely brilliant delightful charming wonderful fantastic "
-    "pleasant beautiful clever warm fresh vivid elegant gripping moving fun "
-    "joyful smart solid rich bright sharp tender witty stunning perfect"
-).split()
-NEGATIVE = (
-    "bad awful terrible poor dull boring ugly clumsy weak bland "
-    "messy tedious shallow cheap stale flat sloppy annoying lazy painful "
-    "noisy grim dreary silly cold muddled tiresome crude hollow dreadful"
-).split()
-TOPICS = (
-    "film plot actor music ending story scene dialogue camera script "
-    "hero villain soundtrack cast director pacing sequel costume lighting voice "
-    "book chapter author prose cover poem novel verse page narrator "
-    "meal dish chef sauce dessert service menu wine bread table"
-).split()
-FUNCTION = "the a and but very quite really so this that it was is with of too also just rather somewhat".split()
+POSITIVE = """
+good great excellent superb lovely brilliant delightful charming wonderful fantastic
+pleasant beautiful clever warm fresh vivid elegant gripping moving fun
+joyful smart solid rich bright sharp tender witty stunning perfect
+""".split()
+NEGATIVE = """
+bad awful terrible poor dull boring ugly clumsy weak bland
+messy tedious shallow cheap stale flat sloppy annoying lazy painful
+noisy grim dreary silly cold muddled tiresome crude hollow dreadful
+""".split()
+TOPICS = """
+film plot actor music ending story scene dialogue camera script
+hero villain soundtrack cast director pacing sequel costume lighting voice
+book chapter author prose cover poem novel verse page narrator
+meal dish chef sauce dessert service menu wine bread table
+""".split()
+FUNCTION = """
+the a and but very quite really so this that it was is with of too also just rather somewhat
+""".split()
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIAL = (PAD, BOS, EOS, UNK)

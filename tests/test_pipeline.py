@@ -1,0 +1,105 @@
+"""One run end to end at tiny sizes, through the real TRL, alpaca_eval and lm-eval; reruns and resumption."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.config import load_spec
+from bench.errors import ConfigError
+from bench.records import read_json, read_jsonl
+from bench.run import STAGES, run_one
+from tests.helpers import tiny_overrides
+
+
+def _mtimes(run_dir, spec) -> dict[str, int]:
+    files = [*run_dir.rglob("*"), *spec.checkpoint_dir().rglob("*")]
+    return {
+        str(p): p.stat().st_mtime_ns
+        for p in files
+        if p.is_file() and p.name != "status.json" and p.name != "manifest.json"
+    }
+
+
+def test_run_end_to_end_then_rerun_does_nothing(tiny_root) -> None:
+    spec = load_spec(tiny_overrides(tiny_root, "study=e2e", "loss.beta=1"))
+    run_dir = run_one(spec)
+    status = read_json(run_dir / "status.json")
+    assert status["state"] == "done" and set(status["stages"]) == set(STAGES)
+    manifest = read_json(run_dir / "manifest.json")
+    assert manifest["run_id"] == spec.run_id == run_dir.name
+    assert (
+        manifest["versions"]["trl"]
+        and manifest["versions"]["alpaca_eval"]
+        and manifest["versions"]["lm_eval"]
+    )
+    assert "sha" in manifest["git"] and "dirty" in manifest["git"]
+    assert manifest["config"]["loss"]["beta"] == 1
+
+    log = read_jsonl(run_dir / "train_log.jsonl")
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4]
+    gens = read_jsonl(run_dir / "generations.jsonl")
+    assert len(gens) == 8 * 2 and all(
+        len(g["logprobs"]) == len(g["ref_logprobs"]) == len(g["kl_steps"]) for g in gens
+    )
+    assert all(k >= -1e-5 for g in gens for k in g["kl_steps"])
+
+    metrics = {r["metric"]: r for r in read_jsonl(run_dir / "metrics.jsonl")}
+    for name in (
+        "win_rate",
+        "lc_win_rate",
+        "gold_win_rate",
+        "gold_reward_mean",
+        "kl_seq",
+        "kl_seq_k1",
+        "kl_seq_k3",
+        "length_tokens_mean",
+        "length_ratio",
+        "lm_eval/toy_nll/nll_per_token",
+        "lm_eval/toy_mc/acc",
+    ):
+        assert name in metrics, name
+        assert metrics[name]["value"] == metrics[name]["value"], f"{name} is NaN"
+    for name in ("win_rate", "kl_seq_k1", "kl_seq_k3", "gold_win_rate"):
+        assert metrics[name]["stderr"] is not None
+    assert 0 <= metrics["win_rate"]["value"] <= 1 and metrics["kl_seq"]["value"] >= 0
+
+    before = _mtimes(run_dir, spec)
+    run_one(spec)
+    assert _mtimes(run_dir, spec) == before  # nothing recomputed, nothing rewritten
+    assert all(
+        s["state"] in ("done", "skipped") for s in read_json(run_dir / "status.json")["stages"].values()
+    )
+
+    from bench.report import write_report
+
+    table = write_report(run_dir.parent)
+    assert "reference" in table and "dpo" in table
+    assert (run_dir.parent / "report" / "results.csv").exists()
+    assert (run_dir.parent / "report" / "frontier.png").stat().st_size > 10_000
+
+
+def test_interrupted_after_training_resumes_at_generation(tiny_root) -> None:
+    spec = load_spec(tiny_overrides(tiny_root, "study=resume", "loss.beta=2"))
+    run_dir = run_one(spec, stages=("train",))
+    status = read_json(run_dir / "status.json")
+    assert status["stages"]["train"]["state"] == "done" and "generate" not in status["stages"]
+    trained = {
+        p: p.stat().st_mtime_ns
+        for p in [run_dir / "train_log.jsonl", spec.checkpoint_dir() / "model.safetensors"]
+    }
+    run_one(spec)
+    status = read_json(run_dir / "status.json")
+    assert status["stages"]["train"]["state"] == "done"  # not redone: keeps the state of the run that trained
+    assert {p: p.stat().st_mtime_ns for p in trained} == trained
+    assert status["state"] == "done" and (run_dir / "metrics.jsonl").exists()
+
+
+def test_failed_stage_is_recorded_with_its_error(tiny_root, tmp_path) -> None:
+    bad = tmp_path / "pairs.jsonl"
+    bad.write_text(json.dumps({"prompt": "review : film", "chosen": " good", "rejected": ""}) + "\n")
+    spec = load_spec(tiny_overrides(tiny_root, "study=bad", f"dataset.train_path={bad}"))
+    with pytest.raises(ConfigError, match=r"row 1: field 'rejected' is empty"):
+        run_one(spec)
+    assert not spec.checkpoint_dir().exists()  # failed before any training
