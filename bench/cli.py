@@ -26,15 +26,18 @@ log = logging.getLogger("bench")
 
 
 def _setup_logging(level: str = "INFO") -> None:
+    """Our progress lines at `level`; other libraries' loggers (alpaca_eval logs to root) at WARNING."""
     logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
-    for noisy in ("httpx", "urllib3", "filelock", "datasets", "lm_eval", "alpaca_eval", "root"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("bench").setLevel(level)
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)  # warns on every in-memory model, as designed here
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("WANDB_MODE", "offline")
+    # Libraries' tqdm bars interleave badly across parallel runs; each stage logs its own progress lines.
+    os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 def _quiet_libraries() -> None:
