@@ -134,23 +134,23 @@ def reference_generations(spec: RunSpec) -> Path:
     from bench.models import load_causal_lm, reference_model_path
     from bench.records import file_lock
 
-    ref_path = reference_model_path(spec)
+    # Keyed by what determines the samples (model and data config, decoding, seed), not by where files live,
+    # so a study whose cache or results folder moves keeps its reference samples.
     key = config_hash(
         {
-            "ref": str(ref_path.resolve()),
-            "eval": spec.config["eval"]["generation"] | {"batch_size": None},
+            "model": spec.config["model"],
+            "dataset": spec.config["dataset"],
+            "generation": spec.config["eval"]["generation"] | {"batch_size": None},
             "n": spec.eval.samples_per_prompt,
             "prompts": spec.eval.max_prompts,
             "seed": spec.seed,
-            "dataset": spec.config["dataset"],
-            "model": spec.config["model"],
         }
     )
     folder = Path(spec.paths["results"]) / spec.study / "_reference" / f"{spec.model.name}-s{spec.seed}-{key}"
     out = folder / "generations.jsonl"
     with file_lock(folder / ".lock"):
         if not out.exists():
-            model, tok = load_causal_lm(ref_path, spec.model.dtype)
+            model, tok = load_causal_lm(reference_model_path(spec), spec.model.dtype)
             rows = sample(
                 model,
                 tok,

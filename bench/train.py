@@ -171,7 +171,8 @@ def run_train(spec: RunSpec, run_dir: Path) -> Path:
             optim=t.optimizer,
             max_length=t.max_length,
             bf16=t.bf16,
-            gradient_checkpointing=t.gradient_checkpointing,
+            # transformers 5 name; TRL defaults its deprecated alias gradient_checkpointing to True
+            activation_checkpointing=t.gradient_checkpointing,
             logging_steps=t.logging_steps,
             save_strategy="no",
             report_to=["wandb"] if spec.logging.get("wandb") else [],
