@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from bench.losses import PreferenceLoss, SequenceStats, build_loss
-from bench.records import atomic_dir
+from bench.records import atomic_dir, atomic_write_json
 
 if TYPE_CHECKING:
     from bench.config import RunSpec
@@ -38,7 +38,56 @@ def _trainer_class() -> type:
     class VariantTrainer(DPOTrainer):  # type: ignore[misc]
         """DPOTrainer whose loss is a bench.losses variant over shared per-sequence statistics."""
 
-        variant: PreferenceLoss
+        def __init__(self, *args: Any, variant: PreferenceLoss, refstats: dict[str, Any], **kwargs: Any):
+            # Set before DPOTrainer.__init__, which precomputes reference statistics through the hook below.
+            self.variant = variant
+            self.refstats = refstats
+            super().__init__(*args, **kwargs)
+
+        def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
+            """Reference log-probs of every pair from the shared cache (bench.refcache), computed once per
+            reference model, tokenised data and truncation settings. Reference-free variants get none.
+
+            At this point `self.model` still holds the reference weights (the policy starts from them), so no
+            second model is ever loaded for training."""
+            if not self.variant.needs_reference:
+                return dataset
+            from bench.refcache import cached_reference_logps, pairs_key
+
+            settings = {"max_length": self.args.max_length, "truncation": self.args.truncation_mode}
+            key = pairs_key(dataset, self.refstats["identity"], settings)
+
+            def compute() -> tuple[torch.Tensor, torch.Tensor]:
+                from torch.utils.data import DataLoader
+
+                loader = DataLoader(
+                    dataset, batch_size=batch_size, collate_fn=self.data_collator, shuffle=False
+                )
+                chosen, rejected = [], []
+                self.model.eval()
+                with torch.no_grad():
+                    for batch in loader:
+                        batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
+                        logps, _ = self._sequence_logps(self.model, batch)
+                        c, r = logps.chunk(2)
+                        chosen.append(c.float().cpu())
+                        rejected.append(r.float().cpu())
+                self.model.train()
+                return torch.cat(chosen), torch.cat(rejected)
+
+            chosen, rejected, computed = cached_reference_logps(
+                Path(self.refstats["cache_dir"]), key, compute
+            )
+            self.refstats.update(key=key, computed=computed, pairs=len(chosen))
+            log.info(
+                "reference log-probs of %d %s pairs: %s (cache key %s)",
+                len(chosen),
+                name,
+                "computed" if computed else "reused from the shared cache",
+                key,
+            )
+            dataset = dataset.add_column("ref_chosen_logps", chosen.tolist())
+            return dataset.add_column("ref_rejected_logps", rejected.tolist())
 
         def _sequence_logps(self, model: Any, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
             """Summed completion log-probs (2B,) and scored-token counts (2B,); rows [chosen; rejected]."""
@@ -59,13 +108,8 @@ def _trainer_class() -> type:
             mode = "train" if model.training else "eval"
             logps, tokens = self._sequence_logps(model, inputs)
             ref_chosen = ref_rejected = None
-            if self.variant.needs_reference:
-                if "ref_chosen_logps" in inputs:  # precomputed and cached
-                    ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
-                else:
-                    with torch.no_grad():
-                        ref_logps, _ = self._sequence_logps(self.ref_model, inputs)
-                    ref_chosen, ref_rejected = ref_logps.chunk(2)
+            if self.variant.needs_reference:  # precomputed once (see _precompute_ref_logps)
+                ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
             chosen_logps, rejected_logps = logps.chunk(2)
             chosen_tokens, rejected_tokens = tokens.chunk(2)
             stats = SequenceStats(
@@ -141,6 +185,7 @@ def run_train(spec: RunSpec, run_dir: Path) -> Path:
 
     from bench.data.preference import training_rows
     from bench.models import load_causal_lm, reference_model_path
+    from bench.refcache import model_identity
 
     checkpoint = spec.checkpoint_dir()
     train_log = run_dir / "train_log.jsonl"
@@ -148,6 +193,7 @@ def run_train(spec: RunSpec, run_dir: Path) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     if (checkpoint / "config.json").exists() and train_log.exists():
         return checkpoint
+    t0 = time.perf_counter()
     t = spec.train
     if t.threads > 0:
         torch.set_num_threads(t.threads)
@@ -156,7 +202,10 @@ def run_train(spec: RunSpec, run_dir: Path) -> Path:
     ref_path = reference_model_path(spec)
     policy, tokenizer = load_causal_lm(ref_path, spec.model.dtype)
     policy.train()
-    reference = load_causal_lm(ref_path, spec.model.dtype)[0] if variant.needs_reference else None
+    refstats: dict[str, Any] = {
+        "identity": model_identity(ref_path),
+        "cache_dir": str(Path(spec.paths["cache"]) / "refstats"),
+    }
     with atomic_dir(checkpoint) as out:
         args = DPOConfig(
             output_dir=str(out / "trainer"),
@@ -181,22 +230,29 @@ def run_train(spec: RunSpec, run_dir: Path) -> Path:
             disable_tqdm=True,
             dataset_num_proc=None,
             use_cpu=not torch.cuda.is_available(),
+            # Reference log-probs come from the shared cache before training, so no reference model is kept
+            # in memory and no reference forward runs per step (TRL then passes them in each batch).
+            precompute_ref_log_probs=True,
         )
         trainer_cls = _trainer_class()
         trainer = trainer_cls(
             model=policy,
-            ref_model=reference,
+            ref_model=None,
+            variant=variant,
+            refstats=refstats,
             args=args,
             train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer,
             callbacks=[_log_callback(partial_log)],
         )
-        trainer.variant = variant
         trainer.remove_callback(PrinterCallback)  # our callback logs progress lines; no raw dict printing
         log.info("training %s on %d pairs", spec.loss.name, len(rows))
         trainer.train()
         trainer.save_model(str(out))
         tokenizer.save_pretrained(str(out))
         shutil.rmtree(out / "trainer", ignore_errors=True)
+    atomic_write_json(
+        run_dir / "train_info.json", {"reference_logps": refstats, "seconds": time.perf_counter() - t0}
+    )
     partial_log.replace(train_log)
     return checkpoint
