@@ -54,7 +54,9 @@ def _trainer_class() -> type:
                 return dataset
             from bench.refcache import cached_reference_logps, pairs_key
 
-            settings = {"max_length": self.args.max_length, "truncation": self.args.truncation_mode}
+            args: Any = self.args  # a DPOConfig
+            model: Any = self.model  # still the reference weights here
+            settings = {"max_length": args.max_length, "truncation": args.truncation_mode}
             key = pairs_key(dataset, self.refstats["identity"], settings)
 
             def compute() -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,15 +66,15 @@ def _trainer_class() -> type:
                     dataset, batch_size=batch_size, collate_fn=self.data_collator, shuffle=False
                 )
                 chosen, rejected = [], []
-                self.model.eval()
+                model.eval()
                 with torch.no_grad():
                     for batch in loader:
                         batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
-                        logps, _ = self._sequence_logps(self.model, batch)
+                        logps, _ = self._sequence_logps(model, batch)
                         c, r = logps.chunk(2)
                         chosen.append(c.float().cpu())
                         rejected.append(r.float().cpu())
-                self.model.train()
+                model.train()
                 return torch.cat(chosen), torch.cat(rejected)
 
             chosen, rejected, computed = cached_reference_logps(
