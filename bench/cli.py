@@ -163,21 +163,31 @@ def cmd_world(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
+    """List a group's options (plurals work: `bench ls losses`); losses show paper and hyperparameters."""
+    import difflib
+
     import yaml
 
-    from bench.config import CONF_DIR, GROUPS, options
+    from bench.config import CONF_DIR, GROUPS, LOSS_META_KEYS, options
 
-    if args.group not in GROUPS:
+    group = {"losses": "loss", "models": "model", "datasets": "dataset", "launchers": "launcher"}.get(
+        args.group, args.group
+    )
+    if group not in GROUPS:
         raise ConfigError(f"unknown config group {args.group!r}; groups: {', '.join(GROUPS)}")
-    for name in options(args.group):
-        data = yaml.safe_load((CONF_DIR / args.group / f"{name}.yaml").read_text()) or {}
-        note = data.get("paper", "") if args.group == "loss" else ""
-        params = (
-            {k: v for k, v in data.items() if k not in ("paper", "equation", "defaults")}
-            if args.group == "loss"
-            else {}
-        )
-        print(f"{name:16s} {note} {params if params else ''}".rstrip())
+    names = options(group)
+    if args.name and args.name not in names:
+        near = difflib.get_close_matches(args.name, names, n=3, cutoff=0.5)
+        hint = f" Did you mean {' or '.join(near)}?" if near else ""
+        raise ConfigError(f"no {group} option {args.name!r}.{hint} Options: {', '.join(names)}")
+    for name in [args.name] if args.name else names:
+        data = yaml.safe_load((CONF_DIR / group / f"{name}.yaml").read_text()) or {}
+        if group != "loss":
+            print(name)
+            continue
+        params = {k: v for k, v in data.items() if k not in (*LOSS_META_KEYS, "defaults")}
+        hyper = ", ".join(f"{k}={v}" for k, v in params.items())
+        print(f"{name:14s} {data.get('paper', '')}  [{hyper}]")
     return 0
 
 
@@ -204,8 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*")
     p.add_argument("--dry-run", action="store_true")
     p.set_defaults(fn=cmd_world)
-    p = sub.add_parser("ls", help="list the options of a config group")
-    p.add_argument("group")
+    p = sub.add_parser("ls", help="list the options of a config group (e.g. `bench ls losses`)")
+    p.add_argument("group", help="model, dataset, loss, train, eval, launcher (or their plurals)")
+    p.add_argument("name", nargs="?", default=None, help="show only this option")
     p.add_argument("--dry-run", action="store_true", help="(always dry)")
     p.set_defaults(fn=cmd_ls)
     return parser
