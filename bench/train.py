@@ -3,7 +3,7 @@
 TRL keeps all of its loss branches in the private `_compute_loss`; we override it once. TRL still does the
 tokenisation, collation, optimiser, schedule, accelerate plumbing and the fused log-prob head; we compute the
 per-sequence statistics the same way for every variant and hand them to the variant's loss object. Nothing
-here looks at a variant's name: only at what it declares (`needs_reference`).
+here looks at a variant's name: only at what it declares (`needs_reference`, `needs_kl_pairs`).
 """
 
 from __future__ import annotations
@@ -39,31 +39,71 @@ def _trainer_class() -> type:
         """DPOTrainer whose loss is a bench.losses variant over shared per-sequence statistics."""
 
         def __init__(self, *args: Any, variant: PreferenceLoss, refstats: dict[str, Any], **kwargs: Any):
-            # Set before DPOTrainer.__init__, which precomputes reference statistics through the hook below.
+            # Set before DPOTrainer.__init__, which prepares the data and precomputes reference statistics
+            # through the hooks below.
             self.variant = variant
             self.refstats = refstats
             super().__init__(*args, **kwargs)
+            if variant.needs_kl_pairs:  # training batches also carry the rows' KL pairs (bench.klpairs)
+                from bench.klpairs import KLPairCollator
+
+                self.data_collator = KLPairCollator(self.data_collator)
+
+        def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
+            dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+            if self.variant.needs_kl_pairs:
+                from bench.klpairs import add_kl_completions
+
+                dataset = add_kl_completions(dataset)
+            return dataset
+
+        def _set_signature_columns_if_needed(self) -> None:
+            """Keep the KL-pair columns, which TRL's column filter would drop as unknown."""
+            super()._set_signature_columns_if_needed()
+            if self.variant.needs_kl_pairs:
+                from bench.klpairs import KL_COLUMNS
+
+                columns: list[str] = list(self._signature_columns or [])
+                columns += [c for c in KL_COLUMNS if c not in columns]
+                self._signature_columns = columns  # type: ignore[assignment]  # typed None in transformers
 
         def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
-            """Reference log-probs of every pair from the shared cache (bench.refcache), computed once per
-            reference model, tokenised data and truncation settings. Reference-free variants get none.
+            """Reference log-probs of every pair (and of its KL pairs, if the variant needs them) from the
+            shared cache (bench.refcache), computed once per reference model, tokenised pairs and truncation
+            settings. Reference-free variants get none.
 
             At this point `self.model` still holds the reference weights (the policy starts from them), so no
             second model is ever loaded for training."""
-            if not self.variant.needs_reference:
-                return dataset
+            if self.variant.needs_reference:
+                chosen, rejected = self._cached_reference_logps(dataset, name, batch_size, "")
+                dataset = dataset.add_column("ref_chosen_logps", chosen.tolist())
+                dataset = dataset.add_column("ref_rejected_logps", rejected.tolist())
+            if self.variant.needs_kl_pairs:
+                from bench.klpairs import kl_view
+
+                chosen, rejected = self._cached_reference_logps(
+                    kl_view(dataset), f"{name} KL", batch_size, "kl_"
+                )
+                dataset = dataset.add_column("ref_kl_chosen_logps", chosen.tolist())
+                dataset = dataset.add_column("ref_kl_rejected_logps", rejected.tolist())
+            return dataset
+
+        def _cached_reference_logps(
+            self, pairs: Any, name: str, batch_size: int, prefix: str
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            """Reference (chosen, rejected) log-probs of tokenised pairs; the cache key goes to refstats."""
             from bench.refcache import cached_reference_logps, pairs_key
 
             args: Any = self.args  # a DPOConfig
             model: Any = self.model  # still the reference weights here
             settings = {"max_length": args.max_length, "truncation": args.truncation_mode}
-            key = pairs_key(dataset, self.refstats["identity"], settings)
+            key = pairs_key(pairs, self.refstats["identity"], settings)
 
             def compute() -> tuple[torch.Tensor, torch.Tensor]:
                 from torch.utils.data import DataLoader
 
                 loader = DataLoader(
-                    dataset, batch_size=batch_size, collate_fn=self.data_collator, shuffle=False
+                    pairs, batch_size=batch_size, collate_fn=self.data_collator, shuffle=False
                 )
                 chosen, rejected = [], []
                 model.eval()
@@ -80,7 +120,9 @@ def _trainer_class() -> type:
             chosen, rejected, computed = cached_reference_logps(
                 Path(self.refstats["cache_dir"]), key, compute
             )
-            self.refstats.update(key=key, computed=computed, pairs=len(chosen))
+            self.refstats.update(
+                {f"{prefix}key": key, f"{prefix}computed": computed, f"{prefix}pairs": len(chosen)}
+            )
             log.info(
                 "reference log-probs of %d %s pairs: %s (cache key %s)",
                 len(chosen),
@@ -88,8 +130,7 @@ def _trainer_class() -> type:
                 "computed" if computed else "reused from the shared cache",
                 key,
             )
-            dataset = dataset.add_column("ref_chosen_logps", chosen.tolist())
-            return dataset.add_column("ref_rejected_logps", rejected.tolist())
+            return chosen, rejected
 
         def _sequence_logps(self, model: Any, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
             """Summed completion log-probs (2B,) and scored-token counts (2B,); rows [chosen; rejected]."""
@@ -112,10 +153,16 @@ def _trainer_class() -> type:
             ref_chosen = ref_rejected = None
             if self.variant.needs_reference:  # precomputed once (see _precompute_ref_logps)
                 ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+            kl: dict[str, torch.Tensor] = {}
+            if self.variant.needs_kl_pairs:  # the rows' mismatched pairs; a reference point, so no gradient
+                with torch.no_grad():
+                    kl_inputs = {k[3:]: v for k, v in inputs.items() if k.startswith("kl_")}
+                    kl["policy_kl_logps"] = self._sequence_logps(model, kl_inputs)[0]
+                kl["ref_kl_logps"] = inputs["ref_kl_logps"]
             chosen_logps, rejected_logps = logps.chunk(2)
             chosen_tokens, rejected_tokens = tokens.chunk(2)
             stats = SequenceStats(
-                chosen_logps, rejected_logps, chosen_tokens, rejected_tokens, ref_chosen, ref_rejected
+                chosen_logps, rejected_logps, chosen_tokens, rejected_tokens, ref_chosen, ref_rejected, **kl
             )
             result = self.variant(stats)
             loss = result.losses.mean()
@@ -137,6 +184,9 @@ def _trainer_class() -> type:
             metrics["logps/rejected"].append(gather(stats.policy_rejected_logps.detach()).mean().item())
             metrics["tokens/chosen"].append(gather(stats.chosen_tokens.float()).mean().item())
             metrics["tokens/rejected"].append(gather(stats.rejected_tokens.float()).mean().item())
+            if stats.policy_kl_logps is not None and stats.ref_kl_logps is not None:
+                kl_logratio = (stats.policy_kl_logps - stats.ref_kl_logps).float()
+                metrics["kl_pairs/logratio"].append(gather(kl_logratio).mean().item())
 
     _TRAINER_CLASS = VariantTrainer
     return VariantTrainer
@@ -206,7 +256,7 @@ def run_train(spec: RunSpec, run_dir: Path) -> Path:
     policy.train()
     refstats: dict[str, Any] = {
         "identity": model_identity(ref_path),
-        "cache_dir": str(Path(spec.paths["cache"]) / "refstats"),
+        "cache_dir": spec.paths["refstats"],
     }
     with atomic_dir(checkpoint) as out:
         args = DPOConfig(

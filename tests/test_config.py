@@ -68,7 +68,7 @@ def test_signature_drops_exactly_the_excluded_keys() -> None:
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        (["loss=dpoo"], "unknown loss option 'dpoo'.*Did you mean 'dpo'.*Available loss options: dpo"),
+        (["loss=dpoo"], r"unknown loss option .dpoo.*Did you mean .dpo.*Available loss options: .*\bdpo\b"),
         (["model=nope"], "Available model options: toy, toy_tiny"),
         (["loss.beta=0"], "loss.beta=0.*beta must be > 0"),
         (["loss.beta=-1"], "loss.beta=-1"),

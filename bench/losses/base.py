@@ -31,6 +31,11 @@ class SequenceStats:
     rejected_tokens: torch.Tensor
     ref_chosen_logps: torch.Tensor | None = None  # None when the variant is reference-free
     ref_rejected_logps: torch.Tensor | None = None
+    # Mismatched (prompt, completion) pairs, only for variants that declare `needs_kl_pairs`: shape (2B,),
+    # each prompt of the batch with the chosen, then the rejected, completion of another row (a fixed
+    # derangement, bench/klpairs.py). Summed completion log-probs as above; the policy's carry no gradient.
+    policy_kl_logps: torch.Tensor | None = None
+    ref_kl_logps: torch.Tensor | None = None
 
     def require_reference(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.ref_chosen_logps is None or self.ref_rejected_logps is None:
@@ -38,6 +43,13 @@ class SequenceStats:
                 "this loss needs reference log-probs but the batch has none (needs_reference?)"
             )
         return self.ref_chosen_logps, self.ref_rejected_logps
+
+    def require_kl_pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.policy_kl_logps is None or self.ref_kl_logps is None:
+            raise RuntimeError(
+                "this loss needs log-probs of mismatched KL pairs but the batch has none (needs_kl_pairs?)"
+            )
+        return self.policy_kl_logps, self.ref_kl_logps
 
 
 @dataclass(frozen=True)
@@ -54,7 +66,10 @@ class PreferenceLoss:
     """Base class: subclasses are frozen dataclasses whose fields are the paper's hyperparameters."""
 
     needs_reference: ClassVar[bool] = True  # False: no reference model is loaded for training
-    nll_weight_key: ClassVar[str | None] = None  # a field holding the weight of an NLL term on chosen, if any
+    # True: each training pair also gets mismatched (prompt, completion) pairs whose policy and reference
+    # log-probs fill `policy_kl_logps` / `ref_kl_logps` (KTO's reference point z0). Their reference log-probs
+    # are precomputed and cached like those of the pairs (which only `needs_reference` asks for).
+    needs_kl_pairs: ClassVar[bool] = False
 
     def __call__(self, stats: SequenceStats) -> LossOutput:
         raise NotImplementedError
@@ -68,3 +83,12 @@ class PreferenceLoss:
             raise ConfigError(
                 f"loss.{key}={getattr(self, key)!r} is out of range for {type(self).__name__}: {rule}"
             )
+
+
+def batch_token_mean_nll(stats: SequenceStats) -> torch.Tensor:
+    """Per-example shares (B,) of the chosen completions' NLL averaged over all their tokens in the batch.
+
+    Their mean is sum_i -log pi(yw_i|x_i) / sum_i |yw_i|: TRL's CPO/ORPO `nn.CrossEntropyLoss` over the chosen
+    labels and the SimPO code's `sft_loss` (completion tokens only, <eos> included)."""
+    logps = stats.policy_chosen_logps
+    return -logps * (logps.numel() / stats.chosen_tokens.sum().to(logps.dtype))
