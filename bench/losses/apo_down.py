@@ -30,8 +30,7 @@ class Loss(PreferenceLoss):
         self._require(self.beta > 0, "beta", "beta must be > 0 (it scales each log-ratio into a logit)")
 
     def __call__(self, stats: SequenceStats) -> LossOutput:
-        ref_chosen, ref_rejected = stats.require_reference()
-        chosen = self.beta * (stats.policy_chosen_logps - ref_chosen)
-        rejected = self.beta * (stats.policy_rejected_logps - ref_rejected)
+        chosen_ratio, rejected_ratio = stats.log_ratios()
+        chosen, rejected = self.beta * chosen_ratio, self.beta * rejected_ratio
         losses = torch.sigmoid(chosen) + 1 - torch.sigmoid(chosen - rejected)
         return LossOutput(losses, chosen, rejected)

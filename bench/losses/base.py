@@ -44,6 +44,11 @@ class SequenceStats:
             )
         return self.ref_chosen_logps, self.ref_rejected_logps
 
+    def log_ratios(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log pi(yw|x) - log ref(yw|x), log pi(yl|x) - log ref(yl|x)): the DPO family's building block."""
+        ref_chosen, ref_rejected = self.require_reference()
+        return self.policy_chosen_logps - ref_chosen, self.policy_rejected_logps - ref_rejected
+
     def require_kl_pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.policy_kl_logps is None or self.ref_kl_logps is None:
             raise RuntimeError(

@@ -36,9 +36,8 @@ class Loss(PreferenceLoss):
         self._require(self.reward_shift in SHIFTS, "reward_shift", f"must be one of {', '.join(SHIFTS)}")
 
     def __call__(self, stats: SequenceStats) -> LossOutput:
-        ref_chosen, ref_rejected = stats.require_reference()
-        chosen = self.beta * (stats.policy_chosen_logps - ref_chosen)
-        rejected = self.beta * (stats.policy_rejected_logps - ref_rejected)
+        chosen_ratio, rejected_ratio = stats.log_ratios()
+        chosen, rejected = self.beta * chosen_ratio, self.beta * rejected_ratio
         delta = torch.zeros(())
         if self.reward_shift == "batch_mean":  # a constant for the gradient, like the paper's running mean
             delta = torch.cat([chosen, rejected]).mean().detach()

@@ -36,9 +36,8 @@ class Loss(PreferenceLoss):
         )
 
     def __call__(self, stats: SequenceStats) -> LossOutput:
-        ref_chosen, ref_rejected = stats.require_reference()
-        chosen = self.beta * (stats.policy_chosen_logps - ref_chosen)
-        rejected = self.beta * (stats.policy_rejected_logps - ref_rejected)
+        chosen_ratio, rejected_ratio = stats.log_ratios()
+        chosen, rejected = self.beta * chosen_ratio, self.beta * rejected_ratio
         rho = chosen - rejected
         mix = torch.sigmoid(rho / self.tau)
         losses = (1 - mix) * -F.logsigmoid(rho) + mix * torch.exp(-rho)

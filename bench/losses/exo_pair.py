@@ -40,9 +40,8 @@ class Loss(PreferenceLoss):
         )
 
     def __call__(self, stats: SequenceStats) -> LossOutput:
-        ref_chosen, ref_rejected = stats.require_reference()
-        chosen = self.beta * (stats.policy_chosen_logps - ref_chosen)
-        rejected = self.beta * (stats.policy_rejected_logps - ref_rejected)
+        chosen_ratio, rejected_ratio = stats.log_ratios()
+        chosen, rejected = self.beta * chosen_ratio, self.beta * rejected_ratio
         logits = chosen - rejected
         eps = self.label_smoothing
         # q log(q / (1 - eps)) + (1 - q) log((1 - q) / eps); logsigmoid keeps log q finite where q underflows

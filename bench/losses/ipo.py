@@ -34,9 +34,7 @@ class Loss(PreferenceLoss):
         self._require(isinstance(self.average_log_probs, bool), "average_log_probs", "must be true or false")
 
     def __call__(self, stats: SequenceStats) -> LossOutput:
-        ref_chosen, ref_rejected = stats.require_reference()
-        chosen = stats.policy_chosen_logps - ref_chosen
-        rejected = stats.policy_rejected_logps - ref_rejected
+        chosen, rejected = stats.log_ratios()
         if (
             self.average_log_probs
         ):  # TRL's per-token form; clamp as TRL does (our counts include <eos>, so >= 1)

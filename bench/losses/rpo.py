@@ -36,9 +36,8 @@ class Loss(PreferenceLoss):
         self._require(self.alpha >= 0, "alpha", "the NLL weight alpha must be >= 0 (0 gives plain DPO)")
 
     def __call__(self, stats: SequenceStats) -> LossOutput:
-        ref_chosen, ref_rejected = stats.require_reference()
-        chosen = self.beta * (stats.policy_chosen_logps - ref_chosen)
-        rejected = self.beta * (stats.policy_rejected_logps - ref_rejected)
+        chosen_ratio, rejected_ratio = stats.log_ratios()
+        chosen, rejected = self.beta * chosen_ratio, self.beta * rejected_ratio
         # per sequence (each chosen completion by its own length), not per batch token as TRL's "sft"
         nll = -stats.policy_chosen_logps / stats.chosen_tokens.clamp(min=1)
         return LossOutput(-F.logsigmoid(chosen - rejected) + self.alpha * nll, chosen, rejected)

@@ -33,9 +33,7 @@ class Loss(PreferenceLoss):
         )
 
     def __call__(self, stats: SequenceStats) -> LossOutput:
-        ref_chosen, ref_rejected = stats.require_reference()
-        chosen = stats.policy_chosen_logps - ref_chosen
-        rejected = stats.policy_rejected_logps - ref_rejected
+        chosen, rejected = stats.log_ratios()
         target = 0.5 / self.beta  # eta * (P - 1/2) with P = 1 (winner) or 0 (loser)
         losses = 0.5 * ((chosen - target) ** 2 + (rejected + target) ** 2)
         return LossOutput(losses, self.beta * chosen, self.beta * rejected)
