@@ -31,6 +31,7 @@ RUN_ID_EXCLUDE = (
     "logging",
     "eval.generation.batch_size",
     "eval.lm_eval.batch_size",
+    "eval.judge_batch_size",
 )
 # Documentation keys of a loss YAML: not hyperparameters.
 LOSS_META_KEYS = ("paper", "equation")
@@ -92,6 +93,7 @@ class TrainSpec:
 
 @dataclass(frozen=True)
 class GenerationSpec:
+    backend: str
     max_new_tokens: int
     temperature: float
     top_k: int
@@ -103,6 +105,8 @@ class GenerationSpec:
 class LmEvalSpec:
     tasks: list[str]
     limit: int | None
+    num_fewshot: int | None
+    apply_chat_template: bool
     batch_size: int
 
 
@@ -110,8 +114,15 @@ class LmEvalSpec:
 class EvalSpec:
     samples_per_prompt: int
     max_prompts: int | None
+    every_steps: int
     generation: GenerationSpec
     judge: str
+    judge_model: str | None
+    judge_batch_size: int
+    reference_outputs: str | None
+    alpaca_eval_gamed_csv: str | None
+    bootstrap: int
+    ci_level: float
     lm_eval: LmEvalSpec
 
 
@@ -260,6 +271,10 @@ def _check_ranges(spec: RunSpec) -> None:
         raise ConfigError(
             f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}"
         )
+    if e.generation.backend not in ("auto", "hf", "vllm"):
+        raise ConfigError(f"eval.generation.backend={e.generation.backend!r}: use auto, hf or vllm")
+    if e.every_steps < 0 or e.bootstrap < 0 or not 0 < e.ci_level < 1:
+        raise ConfigError("need eval.every_steps >= 0, eval.bootstrap >= 0 and 0 < eval.ci_level < 1")
     if not 0 <= t.warmup_ratio < 1:
         raise ConfigError(f"'train.warmup_ratio' must be in [0, 1), got {t.warmup_ratio}")
     if spec.model.source == "toyworld" and spec.dataset.source != "toyworld":

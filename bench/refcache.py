@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -55,9 +56,11 @@ def cached_reference_logps(
         if path.exists():
             data = torch.load(path)
             return data["chosen"], data["rejected"], False
+        t0 = time.perf_counter()
         chosen, rejected = compute()
+        seconds = time.perf_counter() - t0
         tmp = path.with_name(f".{path.name}.tmp")
         torch.save({"chosen": chosen, "rejected": rejected}, tmp)
         tmp.replace(path)
-        atomic_write_json(cache_dir / f"{key}.json", {"pairs": len(chosen), "key": key})
+        atomic_write_json(cache_dir / f"{key}.json", {"pairs": len(chosen), "key": key, "seconds": seconds})
     return chosen, rejected, True

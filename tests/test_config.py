@@ -39,6 +39,7 @@ def test_run_id_is_stable_readable_and_blind_to_excluded_keys() -> None:
             "logging.level=DEBUG",
             "eval.generation.batch_size=7",
             "eval.lm_eval.batch_size=3",
+            "eval.judge_batch_size=5",
         ]
     )
     assert blind.run_id == base.run_id

@@ -181,7 +181,7 @@ def build_world(params: WorldParams, toy: ToyModelSpec, out: Path) -> dict[str, 
 
     t = time.perf_counter()
     model, tok = load_causal_lm(out / "reference")
-    gen = GenerationSpec(max_new_tokens=48, temperature=1.0, top_k=0, top_p=1.0, batch_size=512)
+    gen = GenerationSpec(backend="hf", max_new_tokens=48, temperature=1.0, top_k=0, top_p=1.0, batch_size=512)
     with torch.no_grad():
         samples = sample(model, tok, train_prompts, 2, gen, seed=params.seed, desc="preference pairs")
     pairs, dropped = [], 0
