@@ -1,6 +1,7 @@
 """The `bench` command: run, report, world, validate, ls.
 
     bench run [overrides...]            one run (all stages); comma lists expand to a grid (Hydra syntax)
+    bench evaluate <target> [overrides] evaluate a run folder, a saved model folder, or `reference`
     bench report <study>                results table (markdown + CSV) and plots over a study's run folders
     bench world [overrides...]          build (or show) the toy world the overrides select
     bench validate [overrides...]       compose and validate, print the runs, compute nothing
@@ -124,6 +125,32 @@ def _run_local(specs: list[tuple[list[str], object]], stages: tuple[str, ...], w
     return 1 if failed else 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from bench.run import evaluate_target
+
+    if args.dry_run:
+        from pathlib import Path as _Path
+
+        target = _Path(args.target)
+        kind = (
+            "run folder"
+            if (target / "manifest.json").exists()
+            else "model folder"
+            if (target / "config.json").exists()
+            else "the reference model"
+            if args.target == "reference"
+            else None
+        )
+        if kind is None:
+            raise ConfigError(f"{args.target!r} is not a run folder, a model folder or 'reference'")
+        print(f"would evaluate {kind} {args.target} with {args.overrides or 'the default config'}")
+        return 0
+    _quiet_libraries()
+    run_dir = evaluate_target(args.target, args.overrides)
+    print(f"evaluation records in {run_dir}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.report import write_report
 
@@ -170,6 +197,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
     from bench.config import CONF_DIR, GROUPS, LOSS_META_KEYS, options
 
+    if args.group in ("judge", "judges"):  # not a config group: annotator folders + AlpacaEval's configs
+        from bench.judge import available_judges
+
+        print("\n".join(available_judges()))
+        return 0
     group = {"losses": "loss", "models": "model", "datasets": "dataset", "launchers": "launcher"}.get(
         args.group, args.group
     )
@@ -205,6 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*")
     p.add_argument("--dry-run", action="store_true", help="(always dry)")
     p.set_defaults(fn=cmd_validate)
+    p = sub.add_parser(
+        "evaluate", help="evaluate a run folder, a model folder or the reference (no training)"
+    )
+    p.add_argument("target", help="a run folder, a saved model folder (config.json), or 'reference'")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides (for a run folder: dotted keys only)")
+    p.add_argument("--dry-run", action="store_true")
+    p.set_defaults(fn=cmd_evaluate)
     p = sub.add_parser("report", help="results table and plots of a study")
     p.add_argument("study")
     p.add_argument("--results", default="results", help="results root (paths.results)")
@@ -215,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true")
     p.set_defaults(fn=cmd_world)
     p = sub.add_parser("ls", help="list the options of a config group (e.g. `bench ls losses`)")
-    p.add_argument("group", help="model, dataset, loss, train, eval, launcher (or their plurals)")
+    p.add_argument("group", help="model, dataset, loss, train, eval, launcher (or their plurals), judges")
     p.add_argument("name", nargs="?", default=None, help="show only this option")
     p.add_argument("--dry-run", action="store_true", help="(always dry)")
     p.set_defaults(fn=cmd_ls)

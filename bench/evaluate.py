@@ -193,6 +193,9 @@ def run_lm_eval(spec: RunSpec, run_dir: Path, model_path: Path) -> Path:
             tasks=tasks,
             task_manager=manager,
             limit=cfg.limit,
+            num_fewshot=cfg.num_fewshot,
+            # Instruct models are scored on the prompts they would see; the toy model has no template.
+            apply_chat_template=cfg.apply_chat_template,
             log_samples=False,
             **SEEDS,
         )
@@ -209,6 +212,8 @@ def run_lm_eval(spec: RunSpec, run_dir: Path, model_path: Path) -> Path:
         "lm_eval_version": metadata.version("lm_eval"),
         "tasks": list(cfg.tasks),
         "limit": cfg.limit,
+        "num_fewshot": cfg.num_fewshot,
+        "apply_chat_template": cfg.apply_chat_template,
         "seeds": SEEDS,
         "model_path": str(model_path),
         "seconds": round(time.perf_counter() - t0, 3),

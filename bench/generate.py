@@ -9,6 +9,7 @@ one forward pass over the sampled sequences.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,12 +45,12 @@ def sample(
     """
     torch.manual_seed(seed)
     tokenizer.padding_side = "left"  # decoder-only generation continues from the right end of each row
-    eos = tokenizer.eos_token_id
     jobs = [(i, j, p) for i, p in enumerate(prompts) for j in range(n_per_prompt)]
     rows: list[dict[str, Any]] = []
     batches = _batches(jobs, gen.batch_size)
     for b, batch in enumerate(batches):
         enc = tokenizer([p for _, _, p in batch], return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = {k: v.to(model.device) for k, v in enc.items()}
         out = model.generate(
             **enc,
             do_sample=True,
@@ -60,44 +61,82 @@ def sample(
             output_logits=True,
             return_dict_in_generate=True,
             pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=eos,
+            eos_token_id=tokenizer.eos_token_id,
         )
         prompt_len = enc["input_ids"].shape[1]
-        new_tokens = out.sequences[:, prompt_len:]  # (B, T)
         logp = torch.stack(out.logits, dim=1).float().log_softmax(-1)  # (B, T, V), the model at T=1
-        token_logp = logp.gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
-        lengths = _lengths(new_tokens, eos)
-        ref_logp = ref_token_logp = None
-        if reference is not None:
-            ref_logits = reference(
-                input_ids=out.sequences,
-                attention_mask=_attention(out.sequences, enc["attention_mask"], lengths),
-            ).logits
-            ref_logp = ref_logits[:, prompt_len - 1 : -1].float().log_softmax(-1)
-            ref_token_logp = ref_logp.gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
-        for k, (i, j, prompt) in enumerate(batch):
-            n = int(lengths[k])  # tokens including <eos> when it came
-            ids = new_tokens[k, :n].tolist()
-            finished = bool(n and ids[-1] == eos)
-            words = ids[:-1] if finished else ids
-            row: dict[str, Any] = {
-                "prompt_id": i,
-                "sample": j,
-                "prompt": prompt,
-                "completion": " " + tokenizer.decode(words, skip_special_tokens=True) if words else "",
-                "token_ids": ids,
-                "n_tokens": len(words),
-                "finished": finished,
-                "logprobs": [round(x, 6) for x in token_logp[k, :n].tolist()],
-            }
-            if ref_logp is not None and ref_token_logp is not None:
-                p = logp[k, :n]
-                kl = (p.exp() * (p - ref_logp[k, :n])).sum(-1)
-                row["ref_logprobs"] = [round(x, 6) for x in ref_token_logp[k, :n].tolist()]
-                row["kl_steps"] = [round(x, 6) for x in kl.tolist()]
-            rows.append(row)
+        rows += score_rows(
+            batch, out.sequences, enc["attention_mask"], prompt_len, logp, tokenizer, reference
+        )
         log.info("%s: batch %d/%d (%d sequences)", desc, b + 1, len(batches), len(rows))
     return rows
+
+
+def score_rows(
+    jobs: list[tuple[int, int, str]],
+    sequences: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    prompt_len: int,
+    logp: torch.Tensor,
+    tokenizer: Any,
+    reference: Any | None,
+) -> list[dict[str, Any]]:
+    """Rows for sampled `sequences` (B, prompt_len + T; prompts left-padded) given the sampling model's full
+    log-probs `logp` (B, T, V) at each generated position; with `reference`, one reference forward adds its
+    token log-probs and the exact per-step KL(pi || ref)."""
+    eos = tokenizer.eos_token_id
+    new_tokens = sequences[:, prompt_len:]
+    token_logp = logp.gather(-1, new_tokens.unsqueeze(-1).to(logp.device)).squeeze(-1)
+    lengths = _lengths(new_tokens, eos)
+    ref_logp = ref_token_logp = None
+    if reference is not None:
+        mask = _attention(sequences, prompt_mask, lengths)
+        ref_logits = reference(
+            input_ids=sequences.to(reference.device), attention_mask=mask.to(reference.device)
+        ).logits
+        ref_logp = ref_logits[:, prompt_len - 1 : -1].float().log_softmax(-1).to(logp.device)
+        ref_token_logp = ref_logp.gather(-1, new_tokens.unsqueeze(-1).to(logp.device)).squeeze(-1)
+    rows = []
+    for k, (i, j, prompt) in enumerate(jobs):
+        n = int(lengths[k])  # tokens including <eos> when it came
+        ids = new_tokens[k, :n].tolist()
+        finished = bool(n and ids[-1] == eos)
+        row: dict[str, Any] = {
+            "prompt_id": i,
+            "sample": j,
+            "prompt": prompt,
+            "completion": _completion_text(
+                tokenizer,
+                sequences[k, :prompt_len][prompt_mask[k].bool()].tolist(),
+                ids[:-1] if finished else ids,
+            ),
+            "token_ids": ids,
+            "n_tokens": n - int(finished),
+            "finished": finished,
+            "logprobs": [round(x, 6) for x in token_logp[k, :n].tolist()],
+        }
+        if ref_logp is not None and ref_token_logp is not None:
+            p = logp[k, :n]
+            kl = (p.exp() * (p - ref_logp[k, :n])).sum(-1)
+            row["ref_logprobs"] = [round(x, 6) for x in ref_token_logp[k, :n].tolist()]
+            row["kl_steps"] = [round(x, 6) for x in kl.tolist()]
+        rows.append(row)
+    return rows
+
+
+def _completion_text(tokenizer: Any, prompt_ids: list[int], completion_ids: list[int]) -> str:
+    """The completion as text, with the separator the tokenizer put between prompt and completion (decoding
+    prompt + completion and cutting the decoded prompt keeps a leading space, for word-level and BPE
+    tokenizers alike)."""
+    if not completion_ids:
+        return ""
+    full = tokenizer.decode(prompt_ids + completion_ids, skip_special_tokens=True)
+    prefix = tokenizer.decode(prompt_ids, skip_special_tokens=True)
+    return (
+        full[len(prefix) :]
+        if full.startswith(prefix)
+        else tokenizer.decode(completion_ids, skip_special_tokens=True)
+    )
 
 
 def _lengths(new_tokens: torch.Tensor, eos: int) -> torch.Tensor:
@@ -114,8 +153,8 @@ def _lengths(new_tokens: torch.Tensor, eos: int) -> torch.Tensor:
 def _attention(sequences: torch.Tensor, prompt_mask: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Mask of the prompt's real tokens and of each row's generated tokens up to its <eos>."""
     steps = sequences.shape[1] - prompt_mask.shape[1]
-    gen_mask = torch.arange(steps).unsqueeze(0) < lengths.unsqueeze(1)
-    return torch.cat([prompt_mask, gen_mask.long()], dim=1)
+    gen_mask = torch.arange(steps, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
+    return torch.cat([prompt_mask.to(lengths.device), gen_mask.long()], dim=1)
 
 
 def heldout_prompts(spec: RunSpec) -> list[str]:
@@ -132,7 +171,7 @@ def reference_generations(spec: RunSpec) -> Path:
     has the same reference model, prompts, decoding and seed."""
     from bench.config import config_hash
     from bench.models import load_causal_lm, reference_model_path
-    from bench.records import file_lock
+    from bench.records import atomic_write_json, file_lock
 
     # Keyed by what determines the samples (model and data config, decoding, seed), not by where files live,
     # so a study whose cache or results folder moves keeps its reference samples.
@@ -151,6 +190,7 @@ def reference_generations(spec: RunSpec) -> Path:
     with file_lock(folder / ".lock"):
         if not out.exists():
             model, tok = load_causal_lm(reference_model_path(spec), spec.model.dtype)
+            t0 = time.perf_counter()
             rows = sample(
                 model,
                 tok,
@@ -160,8 +200,10 @@ def reference_generations(spec: RunSpec) -> Path:
                 seed=_eval_seed(spec),
                 desc="reference samples",
             )
+            seconds = time.perf_counter() - t0
             for r in rows:
                 r["ref_logprobs"], r["kl_steps"] = r["logprobs"], [0.0] * len(r["logprobs"])
+            atomic_write_json(folder / "generation.json", generation_record(spec, rows, seconds, "hf"))
             atomic_write_jsonl(out, rows)
     return out
 
@@ -171,24 +213,66 @@ def _eval_seed(spec: RunSpec) -> int:
     return 10_000 + spec.seed
 
 
-def run_generate(spec: RunSpec, run_dir: Path) -> Path:
-    """generations.jsonl: policy samples with policy/reference log-probs and per-step exact KL."""
+def resolve_backend(name: str) -> str:
+    """'auto' -> vllm when it is installed and a GPU is present, else hf."""
+    if name != "auto":
+        return name
+    import importlib.util
+
+    return "vllm" if importlib.util.find_spec("vllm") and torch.cuda.is_available() else "hf"
+
+
+def generation_record(
+    spec: RunSpec, rows: list[dict[str, Any]], seconds: float, backend: str
+) -> dict[str, Any]:
+    """What generation.json records beside the samples: the decoding settings, and the throughput."""
+    tokens = sum(len(r["token_ids"]) for r in rows)
+    decoding = {k: v for k, v in spec.config["eval"]["generation"].items() if k != "backend"}
+    return {
+        "backend": backend,
+        "decoding": decoding,
+        "seed": _eval_seed(spec),
+        "samples_per_prompt": spec.eval.samples_per_prompt,
+        "prompts": len({r["prompt_id"] for r in rows}),
+        "sequences": len(rows),
+        "generated_tokens": tokens,
+        "seconds": round(seconds, 3),
+        "tokens_per_s": round(tokens / seconds, 1) if seconds > 0 else None,
+    }
+
+
+def run_generate(spec: RunSpec, run_dir: Path, policy_path: Path | None = None) -> Path:
+    """generations.jsonl: policy samples with policy/reference log-probs and per-step exact KL, and
+    generation.json (decoding settings, throughput). `policy_path` defaults to the run's checkpoint."""
     from bench.models import load_causal_lm, reference_model_path
+    from bench.records import atomic_write_json
 
     out = run_dir / "generations.jsonl"
     if out.exists():
         return out
-    policy, tok = load_causal_lm(spec.checkpoint_dir(), spec.model.dtype)
-    reference, _ = load_causal_lm(reference_model_path(spec), spec.model.dtype)
-    rows = sample(
-        policy,
-        tok,
-        heldout_prompts(spec),
-        spec.eval.samples_per_prompt,
-        spec.eval.generation,
-        seed=_eval_seed(spec),
-        reference=reference,
-        desc="policy samples",
+    backend = resolve_backend(spec.eval.generation.backend)
+    policy_path = policy_path or spec.checkpoint_dir()
+    reference, tok = load_causal_lm(reference_model_path(spec), spec.model.dtype)
+    t0 = time.perf_counter()
+    if backend == "vllm":
+        from bench.generate_vllm import sample_vllm
+
+        rows = sample_vllm(policy_path, reference, tok, heldout_prompts(spec), spec, seed=_eval_seed(spec))
+    else:
+        policy, tok = load_causal_lm(policy_path, spec.model.dtype)
+        t0 = time.perf_counter()
+        rows = sample(
+            policy,
+            tok,
+            heldout_prompts(spec),
+            spec.eval.samples_per_prompt,
+            spec.eval.generation,
+            seed=_eval_seed(spec),
+            reference=reference,
+            desc="policy samples",
+        )
+    atomic_write_json(
+        run_dir / "generation.json", generation_record(spec, rows, time.perf_counter() - t0, backend)
     )
     atomic_write_jsonl(out, rows)
     return out

@@ -32,7 +32,11 @@ def load_causal_lm(path: Path | str, dtype: str = "float32") -> tuple[Any, Any]:
         raise ConfigError(
             f"no model at {path} (config.json missing): check model.path or rebuild the toy world"
         )
+    import torch
+
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype(dtype))
+    if torch.cuda.is_available():  # inference stages use the GPU when there is one; training moves its own
+        model = model.to("cuda")  # type: ignore[arg-type]  # transformers stubs mistype .to
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     return model, tokenizer

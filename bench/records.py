@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import platform
+import re
 import shutil
 import socket
 import subprocess
@@ -36,8 +37,9 @@ TRACKED_PACKAGES = (
     "numpy",
     "pandas",
 )
-# Environment variables whose values must never reach a record (judge and logging keys).
-SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+# Config keys whose values must never reach a record (judge and logging credentials): a whole word at the
+# end of the key, so `api_key` or `hf_token` is redacted but `max_new_tokens` is not.
+SECRET_KEY = re.compile(r"(^|[_.-])(api_?key|key|token|secret|password|passwd|credentials?)$", re.IGNORECASE)
 
 
 def now() -> str:
@@ -130,7 +132,7 @@ def scrub_secrets(tree: Any) -> Any:
     """Replace any value whose key looks like a credential, wherever it sits in the tree."""
     if isinstance(tree, dict):
         return {
-            k: "<redacted>" if any(m in str(k).upper() for m in SECRET_MARKERS) else scrub_secrets(v)
+            k: "<redacted>" if SECRET_KEY.search(str(k)) else scrub_secrets(v)
             for k, v in tree.items()
         }
     if isinstance(tree, list):

@@ -18,11 +18,13 @@ from bench.records import Status, read_jsonl, write_manifest
 
 log = logging.getLogger(__name__)
 
-STAGES = ("train", "generate", "judge", "lm_eval", "metrics")
+STAGES = ("train", "generate", "judge", "lm_eval", "metrics", "curve")
+EVAL_STAGES = ("generate", "judge", "lm_eval", "metrics")  # what evaluating an existing model runs
 
 
 def stage_outputs(spec: RunSpec, run_dir: Path) -> dict[str, list[Path]]:
     """The files whose existence means a stage is complete (all written atomically)."""
+    from bench.curve import curve_output
     from bench.judge import annotations_path
 
     return {
@@ -31,6 +33,7 @@ def stage_outputs(spec: RunSpec, run_dir: Path) -> dict[str, list[Path]]:
         "judge": [annotations_path(spec, run_dir)],
         "lm_eval": [run_dir / "lm_eval.json"],
         "metrics": [run_dir / "metrics.jsonl"],
+        "curve": curve_output(spec, run_dir),  # empty (complete) when eval.every_steps is 0
     }
 
 
@@ -46,7 +49,8 @@ def preflight(spec: RunSpec) -> None:
     check_tasks(spec.eval.lm_eval.tasks)
 
 
-def _stage_functions(spec: RunSpec, run_dir: Path) -> dict[str, Callable[[], object]]:
+def _stage_functions(spec: RunSpec, run_dir: Path, policy: Path) -> dict[str, Callable[[], object]]:
+    from bench.curve import run_curve
     from bench.evaluate import run_lm_eval
     from bench.generate import reference_generations, run_generate
     from bench.judge import run_judge
@@ -58,12 +62,27 @@ def _stage_functions(spec: RunSpec, run_dir: Path) -> dict[str, Callable[[], obj
             spec, run_dir, read_jsonl(run_dir / "generations.jsonl"), read_jsonl(reference_generations(spec))
         )
 
+    def metrics() -> object:
+        """Metrics of the samples, judgments and lm-eval, plus the off-policy log-ratios on the training
+        pairs (a secondary KL diagnostic that needs both models, so it is computed here, once)."""
+        from bench.data.preference import training_rows
+        from bench.kl import offpolicy_logratios
+        from bench.models import load_causal_lm, reference_model_path
+
+        if (run_dir / "metrics.jsonl").exists():
+            return run_dir / "metrics.jsonl"
+        pol, tok = load_causal_lm(policy, spec.model.dtype)
+        ref, _ = load_causal_lm(reference_model_path(spec), spec.model.dtype)
+        stats = offpolicy_logratios(pol, ref, tok, training_rows(spec), seed=spec.seed)
+        return run_metrics(spec, run_dir, reference_generations(spec), offpolicy=stats)
+
     return {
         "train": lambda: run_train(spec, run_dir),
-        "generate": lambda: (reference_generations(spec), run_generate(spec, run_dir)),
+        "generate": lambda: (reference_generations(spec), run_generate(spec, run_dir, policy)),
         "judge": judge,
-        "lm_eval": lambda: (evaluate_reference(spec), run_lm_eval(spec, run_dir, spec.checkpoint_dir())),
-        "metrics": lambda: run_metrics(spec, run_dir, reference_generations(spec)),
+        "lm_eval": lambda: (evaluate_reference(spec), run_lm_eval(spec, run_dir, policy)),
+        "metrics": metrics,
+        "curve": lambda: run_curve(spec, run_dir),
     }
 
 
@@ -82,39 +101,98 @@ def evaluate_reference(spec: RunSpec) -> Path:
     return folder
 
 
-def run_one(spec: RunSpec, stages: tuple[str, ...] = STAGES) -> Path:
-    """Run (or resume) the given stages of one run; returns the run folder."""
-    run_dir = spec.run_dir()
+def run_one(
+    spec: RunSpec,
+    stages: tuple[str, ...] = STAGES,
+    policy: Path | None = None,
+    run_dir: Path | None = None,
+    manifest_extra: dict[str, object] | None = None,
+) -> Path:
+    """Run (or resume) the given stages of one run; returns the run folder.
+
+    By default the policy is the run's own trained checkpoint; `bench evaluate` passes another `policy`
+    (any saved model) and folder, and runs only the evaluation stages."""
+    run_dir = run_dir or spec.run_dir()
+    policy = policy or spec.checkpoint_dir()
+    expected = STAGES if policy == spec.checkpoint_dir() else EVAL_STAGES
     run_dir.mkdir(parents=True, exist_ok=True)
     preflight(spec)
-    write_manifest(run_dir, spec.run_id, spec.config, {"study": spec.study})
+    extra = {"study": spec.study, "policy": str(policy), **(manifest_extra or {})}
+    write_manifest(run_dir, run_dir.name, spec.config, extra)
     status = Status(run_dir)
     outputs = stage_outputs(spec, run_dir)
-    functions = _stage_functions(spec, run_dir)
+    functions = _stage_functions(spec, run_dir, policy)
     for stage in stages:
         t0 = time.perf_counter()
         if all(p.exists() for p in outputs[stage]):
             status.done(stage, 0.0, skipped=True)
-            log.info("[%s] %s: already complete, skipped", spec.run_id, stage)
+            log.info("[%s] %s: already complete, skipped", run_dir.name, stage)
             continue
         status.start(stage)
-        log.info("[%s] %s ...", spec.run_id, stage)
+        log.info("[%s] %s ...", run_dir.name, stage)
         try:
             functions[stage]()
         except BaseException as err:
             status.fail(stage, f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=8)}")
             raise
         status.done(stage, time.perf_counter() - t0)
-        log.info("[%s] %s done in %.1f s", spec.run_id, stage, time.perf_counter() - t0)
-    if all(p.exists() for s in STAGES for p in outputs[s]):
+        log.info("[%s] %s done in %.1f s", run_dir.name, stage, time.perf_counter() - t0)
+    if all(p.exists() for s in expected for p in outputs[s]):
         status.finish()
         write_manifest(
-            run_dir,
-            spec.run_id,
-            spec.config,
-            {"study": spec.study, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+            run_dir, run_dir.name, spec.config, {**extra, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         )
     return run_dir
+
+
+def evaluate_target(target: str, overrides: list[str]) -> Path:
+    """`bench evaluate TARGET`: the evaluation stages on a run folder, a saved model, or `reference`.
+
+    A run folder whose config the overrides leave unchanged is evaluated in place (finished stages skip).
+    Anything else gets its own folder results/<study>/eval-<label>-<hash>/, named by the experiment's
+    signature and the evaluated model, so re-evaluating the same model the same way resumes there."""
+    from omegaconf import DictConfig, OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from bench.config import build_spec, compose, config_hash, signature
+    from bench.errors import ConfigError
+    from bench.models import reference_model_path
+    from bench.records import read_json
+
+    path = Path(target)
+    if (path / "manifest.json").exists():  # a run folder
+        manifest = read_json(path / "manifest.json")
+        cfg = OmegaConf.create(manifest["config"])
+        OmegaConf.set_struct(cfg, True)  # an override may change a value, never invent a key
+        try:
+            merged = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+        except OmegaConfBaseException as err:
+            raise ConfigError(
+                f"cannot apply {overrides} to the config of {path}: {err}. Only dotted keys of the stored "
+                "config can change (e.g. eval.max_prompts=8); for other groups, evaluate the checkpoint"
+            ) from err
+        assert isinstance(merged, DictConfig)
+        spec = build_spec(merged)
+        policy = Path(manifest.get("policy") or spec.checkpoint_dir())
+        label = path.name
+        if spec.run_id == path.name and not overrides:
+            return run_one(spec, EVAL_STAGES, policy=policy, run_dir=path)
+    else:
+        spec = build_spec(compose(overrides))
+        if target == "reference":
+            policy, label = reference_model_path(spec), "reference"
+        elif (path / "config.json").exists():
+            policy, label = path.resolve(), path.name
+        else:
+            raise ConfigError(
+                f"{target!r} is neither a run folder (with manifest.json), a model folder (with config.json) "
+                "nor 'reference'"
+            )
+    key = config_hash({"signature": signature(spec.config), "policy": str(policy)})
+    run_dir = Path(spec.paths["results"]) / spec.study / f"eval-{label}-{key}"
+    return run_one(
+        spec, EVAL_STAGES, policy=policy, run_dir=run_dir, manifest_extra={"label": f"eval:{label}"}
+    )
 
 
 def _hydra_main() -> None:

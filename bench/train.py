@@ -229,6 +229,30 @@ def _log_callback(path: Path) -> Any:
     return JsonlLog()
 
 
+def step_checkpoints_dir(spec: RunSpec) -> Path:
+    """Intermediate policies for evaluation over training: <scratch>/<study>/<run_id>/steps/step-NNNNNN."""
+    return spec.scratch_dir() / "steps"
+
+
+def _step_saver(folder: Path, every: int, tokenizer: Any) -> Any:
+    from transformers import TrainerCallback
+
+    class StepSaver(TrainerCallback):  # type: ignore[misc]
+        """Save the policy's weights (no optimiser state) every `every` steps, each folder atomically; a step
+        already saved by an interrupted earlier attempt is kept."""
+
+        def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
+            step = state.global_step
+            target = folder / f"step-{step:06d}"
+            if step % every or target.exists() or step == state.max_steps:  # the final one is the checkpoint
+                return
+            with atomic_dir(target) as tmp:
+                model.save_pretrained(str(tmp))
+                tokenizer.save_pretrained(str(tmp))
+
+    return StepSaver()
+
+
 def run_train(spec: RunSpec, run_dir: Path) -> Path:
     """Train the policy; write the checkpoint (paths.scratch) and run_dir/train_log.jsonl. Skips if done."""
     from datasets import Dataset
@@ -295,7 +319,12 @@ def run_train(spec: RunSpec, run_dir: Path) -> Path:
             args=args,
             train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer,
-            callbacks=[_log_callback(partial_log)],
+            callbacks=[_log_callback(partial_log)]
+            + (
+                [_step_saver(step_checkpoints_dir(spec), spec.eval.every_steps, tokenizer)]
+                if spec.eval.every_steps
+                else []
+            ),
         )
         trainer.remove_callback(PrinterCallback)  # our callback logs progress lines; no raw dict printing
         log.info("training %s on %d pairs", spec.loss.name, len(rows))

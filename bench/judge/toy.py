@@ -17,34 +17,20 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from bench.data.toyworld.process import judge_prob
+from bench.judge.markers import MARKERS as MARKERS  # re-exported: the toy template's markers
+from bench.judge.markers import parse_marked_prompt
 
 if TYPE_CHECKING:
     from bench.config import RunSpec
 
-# The markers of annotators/toy_judge/prompt.txt, in order. Toy completions are words of a fixed vocabulary,
-# so they cannot contain a marker; the parser still checks that each occurs exactly once.
-MARKERS = ("<|instruction|>", "<|output_1|>", "<|output_2|>", "<|end|>")
-
 
 def parse_prompt(prompt: str) -> tuple[str, str]:
-    """(output_1, output_2) from a prompt formatted with the toy_judge template.
+    """(output_1, output_2) from a prompt formatted with the toy_judge template (bench.judge.markers).
 
-    Raises ValueError when a marker is missing or repeated: an output that contained a marker would make the
-    split ambiguous, and a judge must fail loudly rather than score the wrong text.
+    Raises ValueError when a marker is missing or repeated. Toy completions are words of a fixed vocabulary,
+    so they cannot contain a marker; the parser still checks.
     """
-    for marker in MARKERS:
-        if prompt.count(marker) != 1:
-            raise ValueError(
-                f"toy judge: expected the marker {marker!r} exactly once in the formatted prompt, found "
-                f"{prompt.count(marker)} (an output containing a marker, or the wrong prompt template?)"
-            )
-    start_1 = prompt.index(MARKERS[1]) + len(MARKERS[1])
-    start_2 = prompt.index(MARKERS[2])
-    end = prompt.index(MARKERS[3])
-    if not start_1 <= start_2 < end:
-        raise ValueError("toy judge: markers of the formatted prompt are out of order")
-    output_1 = prompt[start_1:start_2].removesuffix("\n")
-    output_2 = prompt[start_2 + len(MARKERS[2]) : end].removesuffix("\n")
+    _, output_1, output_2 = parse_marked_prompt(prompt, "toy judge")
     return output_1, output_2
 
 

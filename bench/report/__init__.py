@@ -53,10 +53,12 @@ def collect(study_dir: Path) -> tuple[pd.DataFrame, list[str]]:
                 f"{folder.name}: {status.get('state', 'pending')} at stage {status.get('stage')} {error}"
             )
             continue
-        cfg = read_json(folder / "manifest.json")["config"]
+        manifest = read_json(folder / "manifest.json")
+        cfg = manifest["config"]
         rows.append(
             {
-                "variant": cfg["choices"]["loss"],
+                # evaluations of existing models (bench evaluate) carry a label, not a trained variant
+                "variant": manifest.get("label") or cfg["choices"]["loss"],
                 "beta": cfg["loss"].get("beta"),
                 "lr": cfg["train"]["learning_rate"],
                 "seed": cfg["seed"],

@@ -1,0 +1,67 @@
+"""vLLM sampling for the generate stage on GPU machines (`eval.generation.backend=vllm`, or `auto` when vLLM
+is installed and a GPU is present). Not exercised by the CPU test suite: neither vLLM nor a GPU is there.
+
+vLLM returns sampled token ids fast but not the full next-token distributions the exact per-step KL needs,
+so the policy scores its own samples in one teacher-forced forward (the HF path gets them from `generate`
+for free) and the reference in another, through the same `score_rows` as the HF path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from bench.generate import score_rows
+
+if TYPE_CHECKING:
+    from bench.config import RunSpec
+
+
+@torch.no_grad()
+def sample_vllm(
+    policy_path: Path, reference: Any, tokenizer: Any, prompts: list[str], spec: RunSpec, seed: int
+) -> list[dict[str, Any]]:
+    from vllm import LLM, SamplingParams
+
+    from bench.models import load_causal_lm
+
+    g = spec.eval.generation
+    llm = LLM(model=str(policy_path), dtype=spec.model.dtype, seed=seed)
+    params = SamplingParams(
+        n=spec.eval.samples_per_prompt,
+        temperature=g.temperature,
+        top_p=g.top_p,
+        top_k=g.top_k if g.top_k > 0 else -1,  # vLLM's "off" is -1
+        max_tokens=g.max_new_tokens,
+        seed=seed,
+    )
+    outputs = llm.generate(prompts, params)
+    del llm  # free the GPU for the scoring models
+    torch.cuda.empty_cache()
+    policy, _ = load_causal_lm(policy_path, spec.model.dtype)
+    tokenizer.padding_side = "left"
+    rows: list[dict[str, Any]] = []
+    jobs = [
+        (i, j, prompts[i], list(c.token_ids)) for i, o in enumerate(outputs) for j, c in enumerate(o.outputs)
+    ]
+    for start in range(0, len(jobs), g.batch_size):
+        batch = jobs[start : start + g.batch_size]
+        enc = tokenizer(
+            [p for _, _, p, _ in batch], return_tensors="pt", padding=True, add_special_tokens=False
+        )
+        width = max(len(ids) for *_, ids in batch)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        completions = torch.full((len(batch), width), pad, dtype=torch.long)
+        for k, (*_, ids) in enumerate(batch):
+            completions[k, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        sequences = torch.cat([enc["input_ids"], completions], dim=1).to(policy.device)
+        prompt_len = enc["input_ids"].shape[1]
+        # Left padding is masked; positions after a row's <eos> are never read before it (causal).
+        mask = torch.cat([enc["attention_mask"], torch.ones_like(completions)], dim=1).to(policy.device)
+        logits = policy(input_ids=sequences, attention_mask=mask).logits
+        logp = logits[:, prompt_len - 1 : -1].float().log_softmax(-1)
+        jobs3 = [(i, j, p) for i, j, p, _ in batch]
+        rows += score_rows(jobs3, sequences, enc["attention_mask"], prompt_len, logp, tokenizer, reference)
+    return rows
