@@ -131,10 +131,7 @@ def git_state(repo: Path) -> dict[str, Any]:
 def scrub_secrets(tree: Any) -> Any:
     """Replace any value whose key looks like a credential, wherever it sits in the tree."""
     if isinstance(tree, dict):
-        return {
-            k: "<redacted>" if SECRET_KEY.search(str(k)) else scrub_secrets(v)
-            for k, v in tree.items()
-        }
+        return {k: "<redacted>" if SECRET_KEY.search(str(k)) else scrub_secrets(v) for k, v in tree.items()}
     if isinstance(tree, list):
         return [scrub_secrets(v) for v in tree]
     return tree
