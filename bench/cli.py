@@ -1,6 +1,8 @@
 """The `bench` command: run, report, world, validate, ls.
 
     bench run [overrides...]            one run (all stages); comma lists expand to a grid (Hydra syntax)
+    bench sweep <file> [overrides]      expand a study file, validate every run, run what is unfinished
+    bench status <study>                each run's state and stage from its folder, and errors of failed runs
     bench evaluate <target> [overrides] evaluate a run folder, a saved model folder, or `reference`
     bench report <study>                results table (markdown + CSV) and plots over a study's run folders
     bench world [overrides...]          build (or show) the toy world the overrides select
@@ -20,8 +22,12 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.errors import ConfigError
+
+if TYPE_CHECKING:
+    from bench.config import RunSpec
 
 log = logging.getLogger("bench")
 
@@ -60,7 +66,7 @@ def expand_overrides(overrides: list[str]) -> list[list[str]]:
     return [list(run) for batch in batches for run in batch] or [[]]
 
 
-def _specs(overrides: list[str]) -> list[tuple[list[str], object]]:
+def _specs(overrides: list[str]) -> list[tuple[list[str], RunSpec]]:
     from bench.config import load_spec
 
     return [(run, load_spec(run)) for run in expand_overrides(overrides)]
@@ -69,7 +75,7 @@ def _specs(overrides: list[str]) -> list[tuple[list[str], object]]:
 def cmd_validate(args: argparse.Namespace) -> int:
     specs = _specs(args.overrides)
     for run, spec in specs:
-        print(f"{spec.run_id:48s} {spec.run_dir()}  [{' '.join(run)}]")  # type: ignore[attr-defined]
+        print(f"{spec.run_id:48s} {spec.run_dir()}  [{' '.join(run)}]")
     print(f"{len(specs)} run(s) valid")
     return 0
 
@@ -85,24 +91,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return cmd_validate(args)
     first = specs[0][1]
-    workers = int(first.launcher.get("workers", 1))  # type: ignore[attr-defined]
-    if len(specs) == 1 or first.launcher.get("kind") == "inproc" or workers <= 1:  # type: ignore[attr-defined]
+    workers = int(first.launcher.get("workers", 1))
+    if len(specs) == 1 or first.launcher.get("kind") == "inproc" or workers <= 1:
         _quiet_libraries()
         for _, spec in specs:
             t0 = time.perf_counter()
-            run_dir = run_one(spec, stages)  # type: ignore[arg-type]
-            log.info("run %s finished in %.1f s -> %s", spec.run_id, time.perf_counter() - t0, run_dir)  # type: ignore[attr-defined]
+            run_dir = run_one(spec, stages)
+            log.info("run %s finished in %.1f s -> %s", spec.run_id, time.perf_counter() - t0, run_dir)
         return 0
     return _run_local(specs, stages, workers)
 
 
-def _run_local(specs: list[tuple[list[str], object]], stages: tuple[str, ...], workers: int) -> int:
+def _run_local(specs: list[tuple[list[str], RunSpec]], stages: tuple[str, ...], workers: int) -> int:
     """Each run in its own process, `workers` at a time, each with cpu_count/workers torch threads."""
     threads = max(1, (os.cpu_count() or 1) // workers)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     log.info("launching %d runs, %d at a time (%d thread(s) each)", len(specs), workers, threads)
 
-    def launch(item: tuple[list[str], object]) -> tuple[str, int]:
+    def launch(item: tuple[list[str], RunSpec]) -> tuple[str, int]:
         overrides, spec = item
         cmd = [
             sys.executable,
@@ -115,7 +121,7 @@ def _run_local(specs: list[tuple[list[str], object]], stages: tuple[str, ...], w
             ",".join(stages),
         ]
         proc = subprocess.run(cmd, env=env, check=False)
-        return spec.run_id, proc.returncode  # type: ignore[attr-defined]
+        return spec.run_id, proc.returncode
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(launch, specs))
@@ -123,6 +129,45 @@ def _run_local(specs: list[tuple[list[str], object]], stages: tuple[str, ...], w
     for rid in failed:
         log.error("run %s failed: see its status.json", rid)
     return 1 if failed else 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Expand and validate a study file; print its run table; run the runs that are not finished."""
+    from bench.study import expand, run_state
+
+    data, runs = expand(Path(args.file), args.overrides)
+    print(f"study {data['study']}: {str(data.get('question', '')).strip()}")
+    print(f"{'run':52s} {'state':9s} overrides")
+    todo: list[tuple[list[str], RunSpec]] = []
+    for run in runs:
+        state, _, _ = run_state(run.spec.run_dir())
+        shown = " ".join(o for o in run.overrides if not o.startswith("study="))
+        print(f"{run.spec.run_id:52s} {state:9s} {shown}")
+        if state != "done":
+            todo.append((run.overrides, run.spec))
+    print(f"{len(runs)} run(s), {len(runs) - len(todo)} finished, {len(todo)} to run")
+    if args.dry_run or not todo:
+        return 0
+    from bench.run import STAGES, run_one
+
+    launcher = todo[0][1].launcher
+    workers = int(launcher.get("workers", 1))
+    if launcher.get("kind") == "inproc" or workers <= 1 or len(todo) == 1:
+        _quiet_libraries()
+        for _, spec in todo:
+            run_one(spec)
+        return 0
+    return _run_local(todo, STAGES, workers)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from bench.study import status_table
+
+    study_dir = Path(args.results) / args.study
+    if not study_dir.is_dir():
+        raise ConfigError(f"no study folder {study_dir}: nothing has run in study {args.study!r} yet")
+    print(status_table(study_dir))
+    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -244,6 +289,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="Hydra overrides (for a run folder: dotted keys only)")
     p.add_argument("--dry-run", action="store_true")
     p.set_defaults(fn=cmd_evaluate)
+    p = sub.add_parser("sweep", help="expand and validate a study file, then run what is not finished")
+    p.add_argument("file", help="a study YAML, e.g. sweeps/toy_beta.yaml")
+    p.add_argument("overrides", nargs="*", help="overrides applied to every run (e.g. launcher=local)")
+    p.add_argument("--dry-run", action="store_true", help="validate and print the run table only")
+    p.set_defaults(fn=cmd_sweep)
+    p = sub.add_parser("status", help="state of each run of a study, from its folders")
+    p.add_argument("study")
+    p.add_argument("--results", default="results", help="results root (paths.results)")
+    p.add_argument("--dry-run", action="store_true", help="(always read-only)")
+    p.set_defaults(fn=cmd_status)
     p = sub.add_parser("report", help="results table and plots of a study")
     p.add_argument("study")
     p.add_argument("--results", default="results", help="results root (paths.results)")

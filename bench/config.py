@@ -334,9 +334,20 @@ def _drop(tree: dict[str, Any], dotted: str) -> None:
             del tree[head]
 
 
+def _canonical(tree: Any) -> Any:
+    """Numbers by value, not by spelling: beta=1 and beta=1.0 are one experiment and get one run id."""
+    if isinstance(tree, dict):
+        return {k: _canonical(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_canonical(v) for v in tree]
+    if isinstance(tree, float) and tree.is_integer():
+        return int(tree)
+    return tree
+
+
 def signature(config: dict[str, Any]) -> dict[str, Any]:
     """The part of the resolved config that defines the experiment (what the run id hashes)."""
-    tree = json.loads(json.dumps(config))
+    tree = _canonical(json.loads(json.dumps(config)))
     tree.pop("choices", None)
     for key in RUN_ID_EXCLUDE:
         _drop(tree, key)

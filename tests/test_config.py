@@ -43,6 +43,7 @@ def test_run_id_is_stable_readable_and_blind_to_excluded_keys() -> None:
         ]
     )
     assert blind.run_id == base.run_id
+    assert load_spec(["loss.beta=1"]).run_id == load_spec(["loss.beta=1.0"]).run_id  # numbers by value
     for change in (
         ["loss.beta=1"],
         ["seed=1"],

@@ -39,8 +39,9 @@ def test_every_readme_command_runs_dry(tmp_path) -> None:
             argv = [sys.executable, "-m", "bench.run", *argv[3:], "--cfg", "job"]  # Hydra: print config only
         else:
             raise AssertionError(f"README command not covered by this test: {command}")
-        if "report" in argv:  # a study must exist to report on it: make an empty one
-            study = argv[argv.index("report") + 1]
+        command_word = next((w for w in ("report", "status") if w in argv), None)
+        if command_word:  # a study must exist to report on it: make an empty one
+            study = argv[argv.index(command_word) + 1]
             (tmp_path / "results" / study).mkdir(parents=True, exist_ok=True)
             argv += ["--results", str(tmp_path / "results")]
         proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
