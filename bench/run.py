@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.config import RunSpec
-from bench.records import Status, read_jsonl, write_manifest
+from bench.records import Status, read_jsonl, try_lock, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +113,26 @@ def run_one(
     By default the policy is the run's own trained checkpoint; `bench evaluate` passes another `policy`
     (any saved model) and folder, and runs only the evaluation stages."""
     run_dir = run_dir or spec.run_dir()
-    policy = policy or spec.checkpoint_dir()
-    expected = STAGES if policy == spec.checkpoint_dir() else EVAL_STAGES
     run_dir.mkdir(parents=True, exist_ok=True)
     preflight(spec)
+    # One process per run folder: a second submission of the same run (two sweeps at once, a requeue racing
+    # its predecessor) leaves it to the holder instead of computing it twice.
+    with try_lock(run_dir / ".run.lock") as mine:
+        if not mine:
+            log.warning("[%s] is running in another process; leaving it there", run_dir.name)
+            return run_dir
+        return _run_stages(spec, stages, policy, run_dir, manifest_extra)
+
+
+def _run_stages(
+    spec: RunSpec,
+    stages: tuple[str, ...],
+    policy: Path | None,
+    run_dir: Path,
+    manifest_extra: dict[str, object] | None,
+) -> Path:
+    policy = policy or spec.checkpoint_dir()
+    expected = STAGES if policy == spec.checkpoint_dir() else EVAL_STAGES
     extra = {"study": spec.study, "policy": str(policy), **(manifest_extra or {})}
     write_manifest(run_dir, run_dir.name, spec.config, extra)
     status = Status(run_dir)
