@@ -300,7 +300,8 @@ def run_train(spec: RunSpec, run_dir: Path) -> Path:
             activation_checkpointing=t.gradient_checkpointing,
             logging_steps=t.logging_steps,
             save_strategy="no",
-            report_to=["wandb"] if spec.logging.get("wandb") else [],
+            report_to=["wandb"] if spec.logging.get("wandb") else [],  # WANDB_MODE=offline unless set
+            run_name=spec.run_id,
             seed=spec.seed,
             data_seed=spec.seed,
             disable_tqdm=True,
@@ -329,6 +330,10 @@ def run_train(spec: RunSpec, run_dir: Path) -> Path:
         trainer.remove_callback(PrinterCallback)  # our callback logs progress lines; no raw dict printing
         log.info("training %s on %d pairs", spec.loss.name, len(rows))
         trainer.train()
+        if spec.logging.get("wandb"):  # close the run so its (offline) folder is complete before we move on
+            import wandb
+
+            wandb.finish()
         trainer.save_model(str(out))
         tokenizer.save_pretrained(str(out))
         shutil.rmtree(out / "trainer", ignore_errors=True)

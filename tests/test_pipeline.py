@@ -103,3 +103,14 @@ def test_failed_stage_is_recorded_with_its_error(tiny_root, tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"row 1: field 'rejected' is empty"):
         run_one(spec)
     assert not spec.checkpoint_dir().exists()  # failed before any training
+
+
+def test_wandb_logging_is_one_key_and_offline_by_default(tiny_root, tmp_path, monkeypatch) -> None:
+    from bench.train import run_train
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    spec = load_spec(tiny_overrides(tiny_root, "study=wandb", "logging.wandb=true", "train.max_steps=2"))
+    run_train(spec, spec.run_dir())
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
