@@ -138,26 +138,24 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     data, runs = expand(Path(args.file), args.overrides)
     print(f"study {data['study']}: {str(data.get('question', '')).strip()}")
     print(f"{'run':52s} {'state':9s} overrides")
-    todo: list[tuple[list[str], RunSpec]] = []
+    todo = []
     for run in runs:
         state, _, _ = run_state(run.spec.run_dir())
         shown = " ".join(o for o in run.overrides if not o.startswith("study="))
         print(f"{run.spec.run_id:52s} {state:9s} {shown}")
         if state != "done":
-            todo.append((run.overrides, run.spec))
+            todo.append(run)
     print(f"{len(runs)} run(s), {len(runs) - len(todo)} finished, {len(todo)} to run")
     if args.dry_run or not todo:
         return 0
-    from bench.run import STAGES, run_one
+    from bench.launch import submit
 
-    launcher = todo[0][1].launcher
-    workers = int(launcher.get("workers", 1))
-    if launcher.get("kind") == "inproc" or workers <= 1 or len(todo) == 1:
-        _quiet_libraries()
-        for _, spec in todo:
-            run_one(spec)
-        return 0
-    return _run_local(todo, STAGES, workers)
+    _quiet_libraries()
+    job_ids = submit(data, runs, todo)
+    if job_ids:
+        print(f"submitted {len(todo)} run(s) as job(s) {', '.join(job_ids)}")
+        print(f"follow them with: bench status {data['study']}")
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:

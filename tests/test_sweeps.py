@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 
 from bench.errors import ConfigError
-from bench.study import expand
+from bench.records import read_json
+from bench.study import expand, run_state
 from tests.helpers import REPO, tiny_overrides
 
 
@@ -41,6 +43,7 @@ def test_bad_study_files_fail_with_the_file_and_the_fix(tmp_path) -> None:
 
 
 def test_sweep_runs_only_unfinished_runs_and_status_reports(tiny_root, tmp_path) -> None:
+    """inproc runs the study here; a resubmission finds nothing to do; bench status reads the folders."""
     study = _write(
         tmp_path / "tiny.yaml",
         "study: tiny_sweep\nquestion: does it run?\nfixed: [train.max_steps=2]\n"
@@ -49,16 +52,46 @@ def test_sweep_runs_only_unfinished_runs_and_status_reports(tiny_root, tmp_path)
     extra = tiny_overrides(
         tiny_root, f"paths.results={tmp_path / 'results'}", f"paths.scratch={tmp_path / 's'}"
     )
-
-    def bench(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "bench.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=600
-        )
-
-    first = bench("sweep", str(study), *extra, "launcher=inproc")
+    first = _bench("sweep", str(study), *extra, "launcher=inproc")
     assert first.returncode == 0, first.stderr[-3000:]
     assert "2 run(s), 0 finished, 2 to run" in first.stdout
-    again = bench("sweep", str(study), *extra)
+    again = _bench("sweep", str(study), *extra)
     assert "2 run(s), 2 finished, 0 to run" in again.stdout
-    status = bench("status", "tiny_sweep", "--results", str(tmp_path / "results"))
+    status = _bench("status", "tiny_sweep", "--results", str(tmp_path / "results"))
     assert status.returncode == 0 and "2 done" in status.stdout
+    manifest = read_json(tmp_path / "results" / "tiny_sweep" / "study.json")
+    assert len(manifest["runs"]) == 2 and len(manifest["submissions"]) == 1  # the second submitted nothing
+
+
+def test_local_launcher_returns_at_once_and_workers_share_the_runs(tiny_root, tmp_path) -> None:
+    """launcher=local submits 2 submitit worker jobs and returns; the 3 runs finish, none twice."""
+    study = _write(
+        tmp_path / "local.yaml",
+        "study: local_sweep\nquestion: non-blocking?\nfixed: [train.max_steps=2]\n"
+        "variants:\n  dpo: {loss.beta: [1, 2, 3]}\n",
+    )
+    results = tmp_path / "results"
+    extra = tiny_overrides(tiny_root, f"paths.results={results}", f"paths.scratch={tmp_path / 's'}")
+    submitted = _bench("sweep", str(study), *extra, "launcher=local", "launcher.workers=2")
+    assert submitted.returncode == 0, submitted.stderr[-3000:]
+    assert "submitted 3 run(s) as job(s)" in submitted.stdout
+    manifest = read_json(results / "local_sweep" / "study.json")
+    at_return = [run_state(results / "local_sweep" / r["run_id"])[0] for r in manifest["runs"]]
+    assert at_return != ["done"] * 3  # the command returned before its runs finished: it did not block
+    assert len(manifest["submissions"][0]["job_ids"]) == 2
+    deadline = time.time() + 400
+    while time.time() < deadline:
+        states = [run_state(results / "local_sweep" / r["run_id"])[0] for r in manifest["runs"]]
+        if all(s in ("done", "failed") for s in states):
+            break
+        time.sleep(3)
+    assert states == ["done"] * 3, _bench("status", "local_sweep", "--results", str(results)).stdout
+    for run in manifest["runs"]:  # each run trained once: one "train" entry, done, never redone
+        status = read_json(results / "local_sweep" / run["run_id"] / "status.json")
+        assert status["stages"]["train"]["state"] == "done"
+
+
+def _bench(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bench.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
