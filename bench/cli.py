@@ -158,13 +158,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    from bench.study import status_table
-
+def _study_dir(args: argparse.Namespace) -> Path:
     study_dir = Path(args.results) / args.study
     if not study_dir.is_dir():
         raise ConfigError(f"no study folder {study_dir}: nothing has run in study {args.study!r} yet")
-    print(status_table(study_dir))
+    return study_dir
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from bench.study import status_table
+
+    print(status_table(_study_dir(args)))
     return 0
 
 
@@ -172,21 +176,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from bench.run import evaluate_target
 
     if args.dry_run:
-        from pathlib import Path as _Path
+        from bench.run import target_kind
 
-        target = _Path(args.target)
-        kind = (
-            "run folder"
-            if (target / "manifest.json").exists()
-            else "model folder"
-            if (target / "config.json").exists()
-            else "the reference model"
-            if args.target == "reference"
-            else None
-        )
-        if kind is None:
-            raise ConfigError(f"{args.target!r} is not a run folder, a model folder or 'reference'")
-        print(f"would evaluate {kind} {args.target} with {args.overrides or 'the default config'}")
+        kind = {"run": "run folder", "model": "model folder", "reference": "the reference model"}
+        what = kind[target_kind(args.target)]
+        print(f"would evaluate {what} {args.target} with {args.overrides or 'the default config'}")
         return 0
     _quiet_libraries()
     run_dir = evaluate_target(args.target, args.overrides)
@@ -197,9 +191,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.report import write_report
 
-    study_dir = Path(args.results) / args.study
-    if not study_dir.is_dir():
-        raise ConfigError(f"no study folder {study_dir}: run `bench run study={args.study} ...` first")
+    study_dir = _study_dir(args)
     if args.dry_run:
         runs = [p for p in study_dir.iterdir() if (p / "manifest.json").exists()]
         print(f"would report {len(runs)} run folder(s) of {study_dir}")

@@ -161,6 +161,23 @@ def _run_stages(
     return run_dir
 
 
+def target_kind(target: str) -> str:
+    """What `bench evaluate TARGET` names: 'run' (a run folder), 'reference', or 'model' (a saved model)."""
+    from bench.errors import ConfigError
+
+    path = Path(target)
+    if (path / "manifest.json").exists():
+        return "run"
+    if target == "reference":
+        return "reference"
+    if (path / "config.json").exists():
+        return "model"
+    raise ConfigError(
+        f"{target!r} is neither a run folder (with manifest.json), a model folder (with config.json) "
+        "nor 'reference'"
+    )
+
+
 def evaluate_target(target: str, overrides: list[str]) -> Path:
     """`bench evaluate TARGET`: the evaluation stages on a run folder, a saved model, or `reference`.
 
@@ -176,7 +193,8 @@ def evaluate_target(target: str, overrides: list[str]) -> Path:
     from bench.records import read_json
 
     path = Path(target)
-    if (path / "manifest.json").exists():  # a run folder
+    kind = target_kind(target)
+    if kind == "run":
         manifest = read_json(path / "manifest.json")
         cfg = OmegaConf.create(manifest["config"])
         OmegaConf.set_struct(cfg, True)  # an override may change a value, never invent a key
@@ -195,15 +213,10 @@ def evaluate_target(target: str, overrides: list[str]) -> Path:
             return run_one(spec, EVAL_STAGES, policy=policy, run_dir=path)
     else:
         spec = build_spec(compose(overrides))
-        if target == "reference":
+        if kind == "reference":
             policy, label = reference_model_path(spec), "reference"
-        elif (path / "config.json").exists():
-            policy, label = path.resolve(), path.name
         else:
-            raise ConfigError(
-                f"{target!r} is neither a run folder (with manifest.json), a model folder (with config.json) "
-                "nor 'reference'"
-            )
+            policy, label = path.resolve(), path.name
     key = config_hash({"signature": signature(spec.config), "policy": str(policy)})
     run_dir = Path(spec.paths["results"]) / spec.study / f"eval-{label}-{key}"
     return run_one(
