@@ -91,6 +91,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return cmd_validate(args)
     first = specs[0][1]
+    if first.launcher.get("kind") == "slurm":  # a grid on the command line: an ad-hoc study
+        from bench.launch import submit
+        from bench.run import preflight
+        from bench.study import PlannedRun, run_state
+
+        for _, spec in specs:
+            preflight(spec)
+        runs = [PlannedRun(spec.loss.name, overrides, spec) for overrides, spec in specs]
+        todo = [r for r in runs if run_state(r.spec.run_dir())[0] != "done"]
+        job_ids = submit({"study": first.study}, runs, todo) if todo else []
+        print(f"{len(runs) - len(todo)} run(s) already finished; submitted {len(todo)}: {' '.join(job_ids)}")
+        print(f"follow them with: bench status {first.study}")
+        return 0
     workers = int(first.launcher.get("workers", 1))
     if len(specs) == 1 or first.launcher.get("kind") == "inproc" or workers <= 1:
         _quiet_libraries()

@@ -32,6 +32,10 @@ RUN_ID_EXCLUDE = (
     "eval.generation.batch_size",
     "eval.lm_eval.batch_size",
     "eval.judge_batch_size",
+    # resources and resumability: the global batch is fixed, so only how the work is spread changes
+    "train.save_steps",
+    "train.processes",
+    "train.accelerate_config",
 )
 # Documentation keys of a loss YAML: not hyperparameters.
 LOSS_META_KEYS = ("paper", "equation")
@@ -89,6 +93,9 @@ class TrainSpec:
     gradient_checkpointing: bool
     logging_steps: int
     threads: int
+    save_steps: int
+    processes: int
+    accelerate_config: str | None
 
 
 @dataclass(frozen=True)
@@ -270,6 +277,15 @@ def _check_ranges(spec: RunSpec) -> None:
     if t.batch_size % t.grad_accum:
         raise ConfigError(
             f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}"
+        )
+    if t.processes < 1 or t.save_steps < 0:
+        raise ConfigError(
+            f"need train.processes >= 1 and train.save_steps >= 0 (got {t.processes}, {t.save_steps})"
+        )
+    if t.batch_size % (t.grad_accum * t.processes):
+        raise ConfigError(
+            f"train.batch_size={t.batch_size} is not divisible by train.grad_accum x train.processes = "
+            f"{t.grad_accum * t.processes}: the global batch must split evenly over the processes"
         )
     if e.generation.backend not in ("auto", "hf", "vllm"):
         raise ConfigError(f"eval.generation.backend={e.generation.backend!r}: use auto, hf or vllm")

@@ -25,7 +25,7 @@ def run_curve(spec: RunSpec, run_dir: Path) -> Path | None:
     from bench.generate import reference_generations, run_generate
     from bench.judge import run_judge
     from bench.metrics import run_metrics
-    from bench.train import step_checkpoints_dir
+    from bench.train_state import step_checkpoints_dir
 
     if spec.eval.every_steps <= 0:
         return None

@@ -3,8 +3,10 @@
 `launcher=inproc` runs them here, one after another (tests, debugging). `launcher=local` submits `workers`
 submitit jobs and returns at once; each job walks the whole run list and takes every run no other process
 holds (the per-run lock in bench.run), so the runs spread over the workers, none runs twice, a failed run
-does not stop the others, and a resubmission only finds what is unfinished. The study manifest
-results/<study>/study.json records the runs and every submission with its job ids.
+does not stop the others, and a resubmission only finds what is unfinished. `launcher=slurm` submits one
+job array, one task per run, with the resources of conf/launcher/slurm.yaml; a preempted or timed-out task
+is requeued by submitit and its run resumes (finished stages skip, training from its last checkpoint).
+The study manifest results/<study>/study.json records the runs and every submission with its job ids.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import submitit
+
+from bench.errors import ConfigError
 from bench.records import atomic_write_json, file_lock, read_json
 
 if TYPE_CHECKING:
@@ -79,9 +84,96 @@ def _record(study_dir: Path, data: dict[str, Any], runs: list[PlannedRun], entry
         atomic_write_json(path, manifest)
 
 
+class RunJob(submitit.helpers.Checkpointable):  # type: ignore[misc]
+    """One run as a Slurm job-array task. On preemption or near its time limit Slurm signals the job;
+    submitit then calls `checkpoint` and requeues the returned submission: the same run, which resumes from
+    its folder (finished stages skip, training continues from its last trainer checkpoint)."""
+
+    def __init__(self, overrides: list[str], max_requeues: int) -> None:
+        self.overrides = overrides
+        self.max_requeues = max_requeues
+        self.requeues = 0
+
+    def __call__(self) -> str:
+        import torch
+
+        from bench.config import load_spec
+        from bench.run import run_one
+        from bench.study import run_state
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+        spec = load_spec(self.overrides)
+        run_one(spec)
+        return run_state(spec.run_dir())[0]
+
+    # submitit documents None as "do not requeue"; its stub types only the requeue case
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission | None:  # type: ignore[override]
+        if self.requeues >= self.max_requeues:
+            log.error("requeued %d times already (launcher.max_requeues): not again", self.requeues)
+            return None  # submitit then ends the job as failed; the run's status says why
+        self.requeues += 1
+        log.warning("requeue %d of at most %d", self.requeues, self.max_requeues)
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+SLURM_KEYS = {
+    "kind", "partition", "account", "qos", "time_min", "nodes", "gpus_per_node", "cpus_per_task", "mem_gb",
+    "constraint", "array_parallelism", "max_requeues", "signal_delay_s", "additional_parameters", "setup",
+    "python", "workers",
+}  # fmt: skip
+
+
+def slurm_executor(launcher: dict[str, Any], folder: Path) -> submitit.SlurmExecutor:
+    """A submitit SlurmExecutor with the launcher config's resources; unknown or impossible keys fail here,
+    before anything is submitted."""
+    unknown = sorted(set(launcher) - SLURM_KEYS)
+    if unknown:
+        raise ConfigError(f"launcher=slurm: unknown key(s) {unknown}; keys: {sorted(SLURM_KEYS)}")
+    for key in ("time_min", "cpus_per_task", "array_parallelism", "nodes"):
+        if int(launcher[key]) < 1:
+            raise ConfigError(f"launcher.{key}={launcher[key]} must be >= 1")
+    if int(launcher["nodes"]) != 1:
+        raise ConfigError("launcher.nodes must be 1: a run uses one node (its GPUs through train.processes)")
+    executor = submitit.SlurmExecutor(
+        folder=str(folder),
+        max_num_timeout=int(launcher["max_requeues"]),
+        python=launcher.get("python"),
+    )
+    params: dict[str, Any] = {
+        "time": int(launcher["time_min"]),
+        "nodes": 1,
+        "ntasks_per_node": 1,
+        "cpus_per_task": int(launcher["cpus_per_task"]),
+        "array_parallelism": int(launcher["array_parallelism"]),
+        "signal_delay_s": int(launcher["signal_delay_s"]),
+        "setup": [str(line) for line in launcher.get("setup") or []],
+        "additional_parameters": dict(launcher.get("additional_parameters") or {}),
+    }
+    if launcher.get("mem_gb"):
+        params["mem"] = f"{int(launcher['mem_gb'])}GB"
+    if int(launcher.get("gpus_per_node") or 0):
+        params["gpus_per_node"] = int(launcher["gpus_per_node"])
+    for key in ("partition", "account", "qos", "constraint"):
+        if launcher.get(key):
+            params[key] = str(launcher[key])
+    executor.update_parameters(**params)
+    return executor
+
+
+def _check_processes(todo: list[PlannedRun], launcher: dict[str, Any]) -> None:
+    gpus = int(launcher.get("gpus_per_node") or 0)
+    for run in todo:
+        processes = run.spec.train.processes
+        if gpus and processes > gpus:
+            raise ConfigError(
+                f"run {run.spec.run_id}: train.processes={processes} but launcher.gpus_per_node={gpus}: "
+                "one process per GPU at most"
+            )
+
+
 def submit(data: dict[str, Any], runs: list[PlannedRun], todo: list[PlannedRun]) -> list[str]:
     """Launch the unfinished runs with the study's launcher; returns the job ids (none for inproc)."""
-    from bench.errors import ConfigError
     from bench.run import run_one
 
     launcher = todo[0].spec.launcher
@@ -98,12 +190,10 @@ def submit(data: dict[str, Any], runs: list[PlannedRun], todo: list[PlannedRun])
         for run in todo:
             run_one(run.spec)
         return []
+    if kind == "slurm":
+        return _submit_slurm(data, runs, todo, study_dir, entry)
     if kind != "local":
-        raise ConfigError(
-            f"launcher kind {kind!r} is not available yet: use launcher=local or launcher=inproc"
-        )
-    import submitit
-
+        raise ConfigError(f"unknown launcher kind {kind!r}: use launcher=local, slurm or inproc")
     workers = max(1, min(int(launcher.get("workers", 1)), len(todo)))
     threads = max(1, (os.cpu_count() or 1) // workers)
     executor = submitit.LocalExecutor(folder=str(study_dir / "_jobs" / "%j"))
@@ -114,4 +204,24 @@ def submit(data: dict[str, Any], runs: list[PlannedRun], todo: list[PlannedRun])
     job_ids = [str(j.job_id) for j in jobs]
     _record(study_dir, data, runs, entry | {"job_ids": job_ids, "workers": workers})
     log.info("submitted %d run(s) to %d local worker job(s): %s", len(todo), workers, ", ".join(job_ids))
+    return job_ids
+
+
+def _submit_slurm(
+    data: dict[str, Any],
+    runs: list[PlannedRun],
+    todo: list[PlannedRun],
+    study_dir: Path,
+    entry: dict[str, Any],
+) -> list[str]:
+    launcher = todo[0].spec.launcher
+    _check_processes(todo, launcher)
+    executor = slurm_executor(launcher, study_dir / "_jobs" / "%j")
+    executor.update_parameters(job_name=f"bench-{data['study']}")
+    with executor.batch():  # one job array
+        jobs = [executor.submit(RunJob(r.overrides, int(launcher["max_requeues"]))) for r in todo]
+    job_ids = [str(j.job_id) for j in jobs]
+    jobs_by_run = {r.spec.run_id: j for r, j in zip(todo, job_ids, strict=True)}
+    _record(study_dir, data, runs, entry | {"job_ids": job_ids, "jobs": jobs_by_run})
+    log.info("submitted %d run(s) as Slurm array %s", len(todo), job_ids[0].split("_")[0] if job_ids else "-")
     return job_ids

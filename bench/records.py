@@ -199,7 +199,33 @@ class Status:
         if skipped and entry.get("state") == "done":
             return  # keep the timing of the run that did the work
         entry.update(state="skipped" if skipped else "done", seconds=round(seconds, 3), finished=now())
+        if not skipped and self.data.get("attempts"):
+            entry["attempt"] = len(self.data["attempts"]) - 1
         self.data["stages"][stage] = entry
+        self._save()
+
+    def begin_attempt(self) -> int:
+        """Record who works on the run now (host, pid, Slurm job and restart count); returns the attempt's
+        index, which each stage it completes carries, so a resumed run shows which attempt did what."""
+        env = os.environ
+        job = env.get("SLURM_JOB_ID")
+        if env.get("SLURM_ARRAY_JOB_ID"):
+            job = f"{env['SLURM_ARRAY_JOB_ID']}_{env.get('SLURM_ARRAY_TASK_ID')}"
+        attempt = {
+            "started": now(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "slurm_job": job,
+            "slurm_restart": int(env.get("SLURM_RESTART_COUNT", "0")),
+        }
+        self.data.setdefault("attempts", []).append(attempt)
+        self._save()
+        return len(self.data["attempts"]) - 1
+
+    def interrupt(self, stage: str, reason: str) -> None:
+        """Stopped from outside (preemption, time limit, Ctrl-C): not the run's fault; a rerun resumes."""
+        self.data.update(state="interrupted", stage=stage, error=reason)
+        self.data["stages"].setdefault(stage, {})["state"] = "interrupted"
         self._save()
 
     def fail(self, stage: str, error: str) -> None:

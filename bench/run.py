@@ -40,11 +40,17 @@ def stage_outputs(spec: RunSpec, run_dir: Path) -> dict[str, list[Path]]:
 def preflight(spec: RunSpec) -> None:
     """Checks that need files but no compute: fail before any training on bad data or task names."""
     from bench.data.preference import load_jsonl_rows
+    from bench.errors import ConfigError
     from bench.evaluate import check_tasks
     from bench.judge import check_judge
 
     if spec.dataset.train_path:
         load_jsonl_rows(Path(spec.dataset.train_path))
+    if spec.train.accelerate_config and not Path(spec.train.accelerate_config).exists():
+        raise ConfigError(
+            f"train.accelerate_config={spec.train.accelerate_config}: no such file (an `accelerate config` "
+            "YAML for DDP, FSDP or DeepSpeed; null for plain DDP)"
+        )
     check_judge(spec)
     check_tasks(spec.eval.lm_eval.tasks)
 
@@ -136,6 +142,7 @@ def _run_stages(
     extra = {"study": spec.study, "policy": str(policy), **(manifest_extra or {})}
     write_manifest(run_dir, run_dir.name, spec.config, extra)
     status = Status(run_dir)
+    status.begin_attempt()
     outputs = stage_outputs(spec, run_dir)
     functions = _stage_functions(spec, run_dir, policy)
     for stage in stages:
@@ -148,6 +155,9 @@ def _run_stages(
         log.info("[%s] %s ...", run_dir.name, stage)
         try:
             functions[stage]()
+        except (KeyboardInterrupt, SystemExit) as err:  # preemption / time limit (submitit exits), Ctrl-C
+            status.interrupt(stage, f"{type(err).__name__}: stopped during {stage}; a rerun resumes")
+            raise
         except BaseException as err:
             status.fail(stage, f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=8)}")
             raise

@@ -8,8 +8,8 @@ here looks at a variant's name: only at what it declares (`needs_reference`, `ne
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from bench.losses import PreferenceLoss, SequenceStats, build_loss
-from bench.records import atomic_dir, atomic_write_json
+from bench.records import atomic_write_json
 
 if TYPE_CHECKING:
     from bench.config import RunSpec
@@ -192,69 +192,23 @@ def _trainer_class() -> type:
     return VariantTrainer
 
 
-def _log_callback(path: Path) -> Any:
-    from transformers import TrainerCallback
-
-    class JsonlLog(TrainerCallback):  # type: ignore[misc]
-        """Append each TRL log row to the partial train log and print a progress line."""
-
-        def __init__(self) -> None:
-            self.fh = path.open("w")
-            self.t0 = time.perf_counter()
-
-        def on_log(
-            self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
-        ) -> None:
-            row = {
-                "step": state.global_step,
-                "epoch": state.epoch,
-                "time_s": round(time.perf_counter() - self.t0, 3),
-            }
-            row.update(logs or {})
-            self.fh.write(json.dumps(row) + "\n")
-            self.fh.flush()
-            if "loss" in row:
-                log.info(
-                    "train step %d/%d loss %.4f margin %.3f acc %.2f",
-                    state.global_step,
-                    state.max_steps,
-                    row["loss"],
-                    row.get("rewards/margins", float("nan")),
-                    row.get("rewards/accuracies", float("nan")),
-                )
-
-        def on_train_end(self, *a: Any, **kw: Any) -> None:
-            self.fh.close()
-
-    return JsonlLog()
-
-
-def step_checkpoints_dir(spec: RunSpec) -> Path:
-    """Intermediate policies for evaluation over training: <scratch>/<study>/<run_id>/steps/step-NNNNNN."""
-    return spec.scratch_dir() / "steps"
-
-
-def _step_saver(folder: Path, every: int, tokenizer: Any) -> Any:
-    from transformers import TrainerCallback
-
-    class StepSaver(TrainerCallback):  # type: ignore[misc]
-        """Save the policy's weights (no optimiser state) every `every` steps, each folder atomically; a step
-        already saved by an interrupted earlier attempt is kept."""
-
-        def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
-            step = state.global_step
-            target = folder / f"step-{step:06d}"
-            if step % every or target.exists() or step == state.max_steps:  # the final one is the checkpoint
-                return
-            with atomic_dir(target) as tmp:
-                model.save_pretrained(str(tmp))
-                tokenizer.save_pretrained(str(tmp))
-
-    return StepSaver()
-
-
 def run_train(spec: RunSpec, run_dir: Path) -> Path:
-    """Train the policy; write the checkpoint (paths.scratch) and run_dir/train_log.jsonl. Skips if done."""
+    """Train the policy; write the checkpoint (paths.scratch) and run_dir/train_log.jsonl. Skips if done;
+    resumes from the last complete trainer checkpoint if an earlier attempt was stopped (preemption, time
+    limit, crash). With train.processes > 1 the training runs in that many processes (bench.distributed)."""
+    checkpoint = spec.checkpoint_dir()
+    if (checkpoint / "config.json").exists() and (run_dir / "train_log.jsonl").exists():
+        return checkpoint
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if spec.train.processes > 1 and "RANK" not in os.environ:  # the run process: start the trainers
+        from bench.distributed import launch_training
+
+        launch_training(spec, run_dir)
+        return checkpoint
+    return _train_here(spec, run_dir)
+
+
+def _train_here(spec: RunSpec, run_dir: Path) -> Path:
     from datasets import Dataset
     from transformers import PrinterCallback
     from trl import DPOConfig
@@ -262,17 +216,26 @@ def run_train(spec: RunSpec, run_dir: Path) -> Path:
     from bench.data.preference import training_rows
     from bench.models import load_causal_lm, reference_model_path
     from bench.refcache import model_identity
+    from bench.train_state import (
+        is_main_process,
+        keep_log_until,
+        last_complete_checkpoint,
+        log_callback,
+        publish_final,
+        step_checkpoints_dir,
+        step_saver,
+        trainer_dir,
+    )
 
     checkpoint = spec.checkpoint_dir()
-    train_log = run_dir / "train_log.jsonl"
     partial_log = run_dir / "train_log.jsonl.partial"  # renamed once the checkpoint is in place
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if (checkpoint / "config.json").exists() and train_log.exists():
-        return checkpoint
     t0 = time.perf_counter()
     t = spec.train
     if t.threads > 0:
         torch.set_num_threads(t.threads)
+    resume = last_complete_checkpoint(trainer_dir(spec))
+    if is_main_process():
+        keep_log_until(partial_log, resume[1] if resume else 0)
     variant = build_loss(spec.loss.name, spec.loss.params)
     rows = training_rows(spec)
     ref_path = reference_model_path(spec)
@@ -282,63 +245,90 @@ def run_train(spec: RunSpec, run_dir: Path) -> Path:
         "identity": model_identity(ref_path),
         "cache_dir": spec.paths["refstats"],
     }
-    with atomic_dir(checkpoint) as out:
-        args = DPOConfig(
-            output_dir=str(out / "trainer"),
-            per_device_train_batch_size=t.batch_size // t.grad_accum,
-            gradient_accumulation_steps=t.grad_accum,
-            learning_rate=t.learning_rate,
-            num_train_epochs=t.epochs,
-            max_steps=t.max_steps,
-            lr_scheduler_type=t.lr_scheduler,
-            warmup_steps=t.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of the steps
-            weight_decay=t.weight_decay,
-            optim=t.optimizer,
-            max_length=t.max_length,
-            bf16=t.bf16,
-            # transformers 5 name; TRL defaults its deprecated alias gradient_checkpointing to True
-            activation_checkpointing=t.gradient_checkpointing,
-            logging_steps=t.logging_steps,
-            save_strategy="no",
-            report_to=["wandb"] if spec.logging.get("wandb") else [],  # WANDB_MODE=offline unless set
-            run_name=spec.run_id,
-            seed=spec.seed,
-            data_seed=spec.seed,
-            disable_tqdm=True,
-            dataset_num_proc=None,
-            use_cpu=not torch.cuda.is_available(),
-            # Reference log-probs come from the shared cache before training, so no reference model is kept
-            # in memory and no reference forward runs per step (TRL then passes them in each batch).
-            precompute_ref_log_probs=True,
-        )
-        trainer_cls = _trainer_class()
-        trainer = trainer_cls(
-            model=policy,
-            ref_model=None,
-            variant=variant,
-            refstats=refstats,
-            args=args,
-            train_dataset=Dataset.from_list(rows),
-            processing_class=tokenizer,
-            callbacks=[_log_callback(partial_log)]
-            + (
-                [_step_saver(step_checkpoints_dir(spec), spec.eval.every_steps, tokenizer)]
-                if spec.eval.every_steps
-                else []
-            ),
-        )
-        trainer.remove_callback(PrinterCallback)  # our callback logs progress lines; no raw dict printing
-        log.info("training %s on %d pairs", spec.loss.name, len(rows))
-        trainer.train()
-        if spec.logging.get("wandb"):  # close the run so its (offline) folder is complete before we move on
-            import wandb
-
-            wandb.finish()
-        trainer.save_model(str(out))
-        tokenizer.save_pretrained(str(out))
-        shutil.rmtree(out / "trainer", ignore_errors=True)
-    atomic_write_json(
-        run_dir / "train_info.json", {"reference_logps": refstats, "seconds": time.perf_counter() - t0}
+    args = DPOConfig(
+        output_dir=str(trainer_dir(spec)),
+        per_device_train_batch_size=t.batch_size // (t.grad_accum * t.processes),
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.learning_rate,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of the steps
+        weight_decay=t.weight_decay,
+        optim=t.optimizer,
+        max_length=t.max_length,
+        bf16=t.bf16,
+        # transformers 5 name; TRL defaults its deprecated alias gradient_checkpointing to True
+        activation_checkpointing=t.gradient_checkpointing,
+        logging_steps=t.logging_steps,
+        # Resumable checkpoints (weights, optimiser, scheduler, RNG); only the newest is kept.
+        save_strategy="steps" if t.save_steps else "no",
+        save_steps=t.save_steps or 1,
+        save_total_limit=1,
+        report_to=["wandb"] if spec.logging.get("wandb") else [],  # WANDB_MODE=offline unless set
+        run_name=spec.run_id,
+        seed=spec.seed,
+        data_seed=spec.seed,
+        disable_tqdm=True,
+        dataset_num_proc=None,
+        use_cpu=not torch.cuda.is_available(),
+        # Reference log-probs come from the shared cache before training, so no reference model is kept
+        # in memory and no reference forward runs per step (TRL then passes them in each batch).
+        precompute_ref_log_probs=True,
     )
-    partial_log.replace(train_log)
+    callbacks = [log_callback(partial_log)]
+    if spec.eval.every_steps:
+        callbacks.append(step_saver(step_checkpoints_dir(spec), spec.eval.every_steps, tokenizer))
+    trainer = _trainer_class()(
+        model=policy,
+        ref_model=None,
+        variant=variant,
+        refstats=refstats,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    trainer.remove_callback(PrinterCallback)  # our callback logs progress lines; no raw dict printing
+    if resume:
+        log.info("resuming training of %s from step %d (%s)", spec.loss.name, resume[1], resume[0].name)
+    else:
+        log.info("training %s on %d pairs", spec.loss.name, len(rows))
+    trainer.train(resume_from_checkpoint=str(resume[0]) if resume else None)
+    if spec.logging.get("wandb"):  # close the run so its (offline) folder is complete before we move on
+        import wandb
+
+        wandb.finish()
+    publish_final(trainer, tokenizer, checkpoint)
+    if is_main_process():
+        info = {
+            "reference_logps": refstats,
+            "seconds": time.perf_counter() - t0,
+            "resumed_from_step": resume[1] if resume else None,
+            "processes": t.processes,
+        }
+        atomic_write_json(run_dir / "train_info.json", info)
+        partial_log.replace(run_dir / "train_log.jsonl")
+        shutil.rmtree(trainer_dir(spec), ignore_errors=True)
     return checkpoint
+
+
+def _worker_main(run_dir: str) -> None:
+    """`python -m bench.train RUN_DIR`: one of the processes `accelerate launch` starts (bench.distributed);
+    the run is rebuilt from its folder's manifest, so every process trains exactly the run the caller has."""
+    from omegaconf import OmegaConf
+
+    from bench.config import build_spec
+    from bench.records import read_json
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    main = int(os.environ.get("RANK", "0")) == 0
+    logging.getLogger("bench").setLevel(logging.INFO if main else logging.WARNING)
+    spec = build_spec(OmegaConf.create(read_json(Path(run_dir) / "manifest.json")["config"]))
+    _train_here(spec, Path(run_dir))
+
+
+if __name__ == "__main__":
+    import sys
+
+    _worker_main(sys.argv[1])

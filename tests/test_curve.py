@@ -5,7 +5,7 @@ from __future__ import annotations
 from bench.config import load_spec
 from bench.records import read_json, read_jsonl
 from bench.run import run_one
-from bench.train import step_checkpoints_dir
+from bench.train_state import step_checkpoints_dir
 from tests.helpers import tiny_overrides
 
 
