@@ -23,6 +23,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def allocated_cpus() -> int:
+    """CPUs this job may use: Slurm's allocation when inside one (without cgroups the affinity mask shows the
+    whole node), else the process's affinity."""
+    return int(os.environ.get("SLURM_CPUS_PER_TASK") or len(os.sched_getaffinity(0)))
+
+
 def _free_port() -> int:
     """A port for the processes' rendezvous: several runs may share a node, so never a fixed one."""
     with socket.socket() as sock:
@@ -55,8 +61,7 @@ def launch_command(spec: RunSpec, run_dir: Path) -> list[str]:
 def launch_training(spec: RunSpec, run_dir: Path) -> None:
     """Run the train stage in `train.processes` processes; raises if any of them fails."""
     cmd = launch_command(spec, run_dir)
-    cpus = len(os.sched_getaffinity(0))
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cpus // spec.train.processes))}
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, allocated_cpus() // spec.train.processes))}
     log.info("training in %d processes: %s", spec.train.processes, " ".join(cmd))
     proc = subprocess.run(cmd, env=env, check=False)
     if proc.returncode != 0:

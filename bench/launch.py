@@ -98,11 +98,12 @@ class RunJob(submitit.helpers.Checkpointable):  # type: ignore[misc]
         import torch
 
         from bench.config import load_spec
+        from bench.distributed import allocated_cpus
         from bench.run import run_one
         from bench.study import run_state
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+        torch.set_num_threads(allocated_cpus())
         spec = load_spec(self.overrides)
         run_one(spec)
         return run_state(spec.run_dir())[0]

@@ -176,6 +176,17 @@ def write_manifest(
     atomic_write_json(path, manifest)
 
 
+def _process_start_time() -> float | None:
+    """When this process started (epoch seconds), from /proc: the part of a run before our code runs."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        lines = Path("/proc/stat").read_text().splitlines()
+        boot = next(int(x.split()[1]) for x in lines if x.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
 class Status:
     """status.json: the run's current stage and state, per-stage timings, and the error of a failed stage."""
 
@@ -213,6 +224,8 @@ class Status:
             job = f"{env['SLURM_ARRAY_JOB_ID']}_{env.get('SLURM_ARRAY_TASK_ID')}"
         attempt = {
             "started": now(),
+            "t_start": time.time(),  # epoch seconds, for the overhead benchmark
+            "t_process": _process_start_time(),
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "slurm_job": job,
@@ -235,4 +248,6 @@ class Status:
 
     def finish(self) -> None:
         self.data.update(state="done", stage=None, error=None)
+        if self.data.get("attempts"):
+            self.data["attempts"][-1]["t_end"] = time.time()
         self._save()

@@ -35,8 +35,12 @@ def test_every_readme_command_runs_dry(tmp_path) -> None:
             argv = ["make", "-n", *argv[1:]]
         elif argv[0].endswith("bench"):
             argv = [sys.executable, "-m", "bench.cli", *argv[1:], "--dry-run"]
+        elif argv[0].endswith("local_slurm.sh"):
+            argv = ["bash", argv[0], *argv[1:], "--dry-run"]
         elif argv[0].endswith("python") and argv[1:3] == ["-m", "bench.run"]:
-            argv = [sys.executable, "-m", "bench.run", *argv[3:], "--cfg", "job"]  # Hydra: print config only
+            # Hydra: print the config only; a multirun (-m a=1,2) is checked through its first grid point
+            overrides = [o.split(",")[0] for o in argv[3:] if o != "-m"]
+            argv = [sys.executable, "-m", "bench.run", *overrides, "--cfg", "job"]
         else:
             raise AssertionError(f"README command not covered by this test: {command}")
         command_word = next((w for w in ("report", "status") if w in argv), None)

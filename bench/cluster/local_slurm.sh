@@ -6,6 +6,7 @@
 #                                         slurmdbd, slurmctld, slurmd; returns when the node is idle
 #   bench/cluster/local_slurm.sh down     stop every daemon it started, by PID
 #   bench/cluster/local_slurm.sh status   which daemons run, and sinfo
+#   ... --dry-run                          say what it would do, do nothing
 #
 # Needs root and Debian/Ubuntu (apt). Everything it writes lives in $DPO_BENCH_SLURM_DIR (default
 # /var/tmp/dpo-bench-slurm) and /etc/slurm. Settings that matter (see shared notes, ENVIRONMENT.md):
@@ -183,6 +184,11 @@ status() {
   done
   command -v sinfo >/dev/null && sinfo 2>/dev/null || true
 }
+
+if [[ ${2:-} == --dry-run ]]; then
+  say "would run '${1:-status}' (state in $STATE, MariaDB on 127.0.0.1:$DB_PORT, node $HOST with $CPUS CPUs)"
+  exit 0
+fi
 
 case ${1:-status} in
   up) up ;;

@@ -1,0 +1,229 @@
+"""Studies on a real Slurm cluster: the single-node cluster of bench/cluster/local_slurm.sh, started here if
+it is not running (and stopped again at the end). Slow tier: CI runs it.
+
+Shown: a 4-run study completes as a job array and its records equal the local launcher's; resubmitting a
+finished study submits nothing; a preempted job (scancel --signal=USR2) requeues and resumes without redoing
+finished stages; a job past its time limit requeues and resumes; a cancelled job shows as cancelled; a run
+trains in two processes inside one job; Hydra's own submitit launcher runs ad-hoc sweeps."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.config import load_spec
+from bench.records import read_json, read_jsonl
+from bench.study import run_state, slurm_jobs
+from bench.train_state import last_complete_checkpoint, trainer_dir
+from tests.helpers import REPO, tiny_overrides
+
+pytestmark = pytest.mark.slow
+SCRIPT = REPO / "bench" / "cluster" / "local_slurm.sh"
+SLURM = ("launcher=slurm", "launcher.cpus_per_task=1", "launcher.mem_gb=2", "launcher.time_min=10")
+
+
+def _cluster_up() -> bool:
+    if shutil.which("sinfo") is None:
+        return False
+    return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=10).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def slurm() -> Iterator[None]:
+    started = not _cluster_up()
+    if started:
+        subprocess.run(["bash", str(SCRIPT), "up"], check=True, timeout=900)
+    yield
+    subprocess.run(["scancel", "--user", "root"], check=False)
+    if started:
+        subprocess.run(["bash", str(SCRIPT), "down"], check=True, timeout=120)
+
+
+def _bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "bench.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def _wait(what: str, ready: Callable[[], Any], timeout: float, every: float = 1.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = ready()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _sacct(job: str) -> str:
+    cmd = ["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", job.split("_")[0]]
+    out = subprocess.run(cmd, capture_output=True, text=True).stdout
+    states = dict(line.split("|", 1) for line in out.splitlines() if "|" in line)
+    return states.get(job, "").split(" ")[0]
+
+
+def _study(tmp_path: Path, name: str, fixed: str, variants: str) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"study: {name}\nquestion: test\nfixed: [{fixed}]\nvariants:\n{variants}")
+    return path
+
+
+def _paths(root: Path, tag: str) -> list[str]:
+    folder = root / tag
+    return tiny_overrides(root, f"paths.results={folder / 'results'}", f"paths.scratch={folder / 's'}")
+
+
+def _records(run_dir: Path) -> dict[str, Any]:
+    return {
+        "metrics": {(r["metric"], r.get("split")): r["value"] for r in read_jsonl(run_dir / "metrics.jsonl")},
+        "generations": [r["completion"] for r in read_jsonl(run_dir / "generations.jsonl")],
+        "losses": [r["loss"] for r in read_jsonl(run_dir / "train_log.jsonl") if "loss" in r],
+    }
+
+
+def test_study_runs_as_a_job_array_and_equals_the_local_launcher(slurm, tiny_root, tmp_path) -> None:
+    variants = "  dpo: {loss.beta: [1, 2]}\n  ipo: {loss.beta: [0.5]}\n  simpo: {loss.beta: [2]}\n"
+    study = _study(tmp_path, "array4", "train.max_steps=4", variants)
+    on_slurm = _paths(tmp_path, "slurm")
+    out = _bench("sweep", str(study), *on_slurm, *SLURM, "launcher.array_parallelism=2")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "4 run(s), 0 finished, 4 to run" in out.stdout
+    study_dir = tmp_path / "slurm" / "results" / "array4"
+    jobs = slurm_jobs(study_dir)
+    assert len(jobs) == 4 and len({j.split("_")[0] for j in jobs.values()}) == 1  # one array
+    script = next((study_dir / "_jobs").glob("*/*_submission.sh")).read_text()
+    assert "#SBATCH --array=0-3%2" in script and "#SBATCH --cpus-per-task=1" in script
+    assert any(run_state(study_dir / r)[0] != "done" for r in jobs)  # returned before the runs finished
+
+    on_local = _paths(tmp_path, "local")
+    assert _bench("sweep", str(study), *on_local, "launcher=local", "launcher.workers=2").returncode == 0
+    local_dir = tmp_path / "local" / "results" / "array4"
+    for folder in (study_dir, local_dir):
+        _wait("4 runs done", lambda f=folder: all(run_state(f / r)[0] == "done" for r in jobs), 600, 2)
+
+    status = _bench("status", "array4", "--results", str(tmp_path / "slurm" / "results"))
+    assert "4 done" in status.stdout and status.stdout.count("COMPLETED") == 4
+    for run_id in jobs:
+        assert _records(study_dir / run_id) == _records(local_dir / run_id), run_id
+        assert read_json(study_dir / run_id / "status.json")["attempts"][0]["slurm_job"] == jobs[run_id]
+
+    again = _bench("sweep", str(study), *on_slurm, *SLURM)
+    assert "4 run(s), 4 finished, 0 to run" in again.stdout
+    assert len(read_json(study_dir / "study.json")["submissions"]) == 1  # nothing submitted
+
+
+def _long_run(tmp_path: Path, name: str, steps: int, *extra: str) -> tuple[Path, Path]:
+    fixed = f"train.max_steps={steps}, train.save_steps=50, train.logging_steps=50"
+    study = _study(tmp_path, name, fixed, "  dpo: {loss.beta: [0.5]}\n")
+    out = _bench("sweep", str(study), *_paths(tmp_path, name), *SLURM, *extra)
+    assert out.returncode == 0, out.stderr[-3000:]
+    study_dir = tmp_path / name / "results" / name
+    return study, study_dir / next(iter(slurm_jobs(study_dir)))
+
+
+def _status(run_dir: Path) -> dict[str, Any]:
+    return read_json(run_dir / "status.json") if (run_dir / "status.json").exists() else {}
+
+
+def test_preempted_job_requeues_and_resumes_without_redoing_stages(slurm, tiny_root, tmp_path) -> None:
+    _, run_dir = _long_run(tmp_path, "preempt", 600)
+    job = slurm_jobs(run_dir.parent)[run_dir.name]
+    spec = load_spec([*_paths(tmp_path, "preempt"), "study=preempt", "train.max_steps=600", "loss.beta=0.5"])
+    assert spec.run_id == run_dir.name
+    _wait("a training checkpoint", lambda: last_complete_checkpoint(trainer_dir(spec)), 300, 0.2)
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)  # preemption, during training
+    _wait("the requeued attempt", lambda: len(_status(run_dir).get("attempts", [])) == 2, 300, 0.5)
+
+    def evaluating() -> dict[str, Any] | None:
+        status = _status(run_dir)
+        return status if status.get("stage") in ("judge", "lm_eval", "metrics") else None
+
+    before = _wait("an evaluation stage", evaluating, 300, 0.1)
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)  # preemption, after train and generate
+    _wait("the run done", lambda: run_state(run_dir)[0] == "done", 400, 1)
+
+    status = _status(run_dir)
+    assert [a["slurm_restart"] for a in status["attempts"]] == [0, 1, 2]
+    assert all(a["slurm_job"] == job for a in status["attempts"])
+    info = read_json(run_dir / "train_info.json")
+    assert info["resumed_from_step"] is not None and info["resumed_from_step"] >= 50
+    steps = [r["step"] for r in read_jsonl(run_dir / "train_log.jsonl") if "loss" in r]
+    assert steps == list(range(50, 601, 50))  # each logged step once, none lost
+    finished_before = [s for s, e in before["stages"].items() if e.get("state") == "done"]
+    assert {"train", "generate"} <= set(finished_before)
+    for stage in finished_before:  # not redone by the third attempt
+        assert status["stages"][stage]["attempt"] == 1
+        assert status["stages"][stage]["finished"] == before["stages"][stage]["finished"]
+    assert status["stages"]["metrics"]["attempt"] == 2
+
+
+def test_job_past_its_time_limit_requeues_and_resumes(slurm, tiny_root, tmp_path) -> None:
+    limits = ("launcher.time_min=1", "launcher.signal_delay_s=15", "launcher.max_requeues=5")
+    _, run_dir = _long_run(tmp_path, "timeout", 2500, *limits)
+    _wait("the run done", lambda: run_state(run_dir)[0] == "done", 900, 2)
+    status = _status(run_dir)
+    assert len(status["attempts"]) >= 2
+    logs = "".join(p.read_text() for p in (run_dir.parent / "_jobs").glob("*/*_log.err"))
+    assert "this job is timed-out" in logs
+    assert read_json(run_dir / "train_info.json")["resumed_from_step"] is not None
+    steps = [r["step"] for r in read_jsonl(run_dir / "train_log.jsonl") if "loss" in r]
+    assert steps == list(range(50, 2501, 50))
+
+
+def test_cancelled_job_shows_as_cancelled_and_resubmission_picks_it_up(slurm, tiny_root, tmp_path) -> None:
+    study, run_dir = _long_run(tmp_path, "cancel", 5000)
+    job = slurm_jobs(run_dir.parent)[run_dir.name]
+    _wait("training", lambda: _status(run_dir).get("stage") == "train", 300, 0.5)
+    subprocess.run(["scancel", job], check=True)
+    _wait("Slurm to record the cancellation", lambda: _sacct(job) == "CANCELLED", 120, 1)
+    assert run_state(run_dir)[0] == "running"  # the folder cannot know; the status command asks Slurm
+    status = _bench("status", "cancel", "--results", str(run_dir.parent.parent))
+    line = next(x for x in status.stdout.splitlines() if x.startswith(run_dir.name))
+    assert line.split()[1] == "cancelled" and "CANCELLED" in line
+    again = _bench("sweep", str(study), *_paths(tmp_path, "cancel"), *SLURM)
+    assert "1 run(s), 0 finished, 1 to run" in again.stdout
+    subprocess.run(["scancel", slurm_jobs(run_dir.parent)[run_dir.name]], check=False)
+
+
+def test_two_training_processes_in_one_job_match_one_process(slurm, tiny_root, tmp_path) -> None:
+    study = _study(tmp_path, "ddp", "train.max_steps=6", "  dpo: {loss.beta: [0.5]}\n")
+    two = ("launcher.cpus_per_task=2", "train.processes=2")
+    out = _bench("sweep", str(study), *_paths(tmp_path, "ddp"), *SLURM, *two)
+    assert out.returncode == 0, out.stderr[-3000:]
+    one = _bench("sweep", str(study), *_paths(tmp_path, "one"), "launcher=inproc", timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    study_dir = tmp_path / "ddp" / "results" / "ddp"
+    run_id = next(iter(slurm_jobs(study_dir)))
+    _wait("the run done", lambda: run_state(study_dir / run_id)[0] == "done", 600, 2)
+    assert read_json(study_dir / run_id / "train_info.json")["processes"] == 2
+    logs = "".join(p.read_text() for p in (study_dir / "_jobs").glob("*/*_log.*"))
+    assert "training in 2 processes" in logs
+    ddp = _records(study_dir / run_id)["losses"]
+    single = _records(tmp_path / "one" / "results" / "ddp" / run_id)["losses"]
+    assert ddp == pytest.approx(single, abs=1e-5)  # the same global batches, gradients averaged over ranks
+
+
+def test_hydra_submitit_launcher_runs_an_adhoc_sweep(slurm, tiny_root, tmp_path) -> None:
+    overrides = [
+        *_paths(tmp_path, "hydra"),
+        "study=hydra_adhoc",
+        "loss=dpo,ipo",
+        "loss.beta=0.5",
+        "hydra/launcher=submitit_slurm",
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.mem_gb=2",
+        f"hydra.sweep.dir={tmp_path / 'multirun'}",
+    ]
+    cmd = [sys.executable, "-m", "bench.run", "-m", *overrides]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study_dir = tmp_path / "hydra" / "results" / "hydra_adhoc"
+    runs = [p for p in study_dir.iterdir() if (p / "manifest.json").exists()]
+    assert sorted(p.name.split("-")[0] for p in runs) == ["dpo", "ipo"]
+    assert all(run_state(p)[0] == "done" for p in runs)
