@@ -134,7 +134,8 @@ def _status(run_dir: Path) -> dict[str, Any]:
 def test_preempted_job_requeues_and_resumes_without_redoing_stages(slurm, tiny_root, tmp_path) -> None:
     _, run_dir = _long_run(tmp_path, "preempt", 600)
     job = slurm_jobs(run_dir.parent)[run_dir.name]
-    spec = load_spec([*_paths(tmp_path, "preempt"), "study=preempt", "train.max_steps=600", "loss.beta=0.5"])
+    fixed = ("train.max_steps=600", "train.save_steps=50", "train.logging_steps=50", "loss.beta=0.5")
+    spec = load_spec([*_paths(tmp_path, "preempt"), "study=preempt", *fixed])
     assert spec.run_id == run_dir.name
     _wait("a training checkpoint", lambda: last_complete_checkpoint(trainer_dir(spec)), 300, 0.2)
     subprocess.run(["scancel", "--signal=USR2", job], check=True)  # preemption, during training
@@ -164,8 +165,11 @@ def test_preempted_job_requeues_and_resumes_without_redoing_stages(slurm, tiny_r
 
 
 def test_job_past_its_time_limit_requeues_and_resumes(slurm, tiny_root, tmp_path) -> None:
-    limits = ("launcher.time_min=1", "launcher.signal_delay_s=15", "launcher.max_requeues=5")
-    _, run_dir = _long_run(tmp_path, "timeout", 2500, *limits)
+    # 1500 steps take ~45 s of training alone here, more than one 1-minute attempt holds with start-up and
+    # evaluation. Slurm checks time limits every ~30 s, so an attempt is signalled 15-60 s after it starts
+    # and trains a few hundred steps: the run needs several attempts.
+    limits = ("launcher.time_min=1", "launcher.signal_delay_s=15", "launcher.max_requeues=15")
+    _, run_dir = _long_run(tmp_path, "timeout", 1500, *limits)
     _wait("the run done", lambda: run_state(run_dir)[0] == "done", 900, 2)
     status = _status(run_dir)
     assert len(status["attempts"]) >= 2
@@ -173,7 +177,7 @@ def test_job_past_its_time_limit_requeues_and_resumes(slurm, tiny_root, tmp_path
     assert "this job is timed-out" in logs
     assert read_json(run_dir / "train_info.json")["resumed_from_step"] is not None
     steps = [r["step"] for r in read_jsonl(run_dir / "train_log.jsonl") if "loss" in r]
-    assert steps == list(range(50, 2501, 50))
+    assert steps == list(range(50, 1501, 50))
 
 
 def test_cancelled_job_shows_as_cancelled_and_resubmission_picks_it_up(slurm, tiny_root, tmp_path) -> None:

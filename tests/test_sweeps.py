@@ -3,6 +3,7 @@ resubmitted runs only what is unfinished; `bench status` reads the run folders."
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -95,3 +96,30 @@ def _bench(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "bench.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=600
     )
+
+
+def test_status_corrects_what_a_run_folder_cannot_know(tmp_path) -> None:
+    """A Slurm job that ended (cancelled, node failure) or was requeued, and a local process that died."""
+    import socket
+
+    from bench.records import atomic_write_json
+    from bench.study import _array_tasks, shown_state
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    run = tmp_path / "run"
+    run.mkdir()
+    attempt = {"host": socket.gethostname(), "pid": dead.pid, "slurm_job": None}
+    atomic_write_json(run / "status.json", {"state": "running", "stage": "train", "attempts": [attempt]})
+    assert shown_state(run, "running", "") == "stopped"
+    alive = {**attempt, "pid": os.getpid()}
+    atomic_write_json(run / "status.json", {"state": "running", "stage": "train", "attempts": [alive]})
+    assert shown_state(run, "running", "") == "running"
+    assert shown_state(run, "running", "CANCELLED") == "cancelled"
+    assert shown_state(run, "pending", "NODE_FAIL") == "node_fail"
+    assert shown_state(run, "interrupted", "PENDING") == "requeued"
+    assert shown_state(run, "done", "CANCELLED") == "done"  # finished before the job was cancelled
+    assert shown_state(run, "failed", "FAILED") == "failed"  # keeps its error
+    assert _array_tasks("12_3") == ["12_3"]
+    assert _array_tasks("12_[3-5%2]") == ["12_3", "12_4", "12_5"]
+    assert _array_tasks("12_[0,2-3]") == ["12_0", "12_2", "12_3"]

@@ -1,0 +1,37 @@
+"""Launcher settings fail before anything is submitted, naming the key and the fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.config import load_spec
+from bench.errors import ConfigError
+from bench.launch import slurm_executor, submit
+from bench.study import PlannedRun
+from tests.helpers import tiny_overrides
+
+
+def _launcher(tiny_root, *extra: str) -> dict:  # type: ignore[no-untyped-def]
+    return load_spec(tiny_overrides(tiny_root, "launcher=slurm", *extra)).launcher
+
+
+def test_slurm_settings_are_checked_before_submission(tiny_root, tmp_path) -> None:
+    executor = slurm_executor(_launcher(tiny_root, "launcher.partition=gpu", "launcher.qos=high"), tmp_path)
+    params = executor.parameters
+    assert params["partition"] == "gpu" and params["qos"] == "high" and params["time"] == 240
+    assert params["mem"] == "32GB" and params["array_parallelism"] == 32
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['partion'\]"):
+        slurm_executor(_launcher(tiny_root, "+launcher.partion=gpu"), tmp_path)
+    with pytest.raises(ConfigError, match=r"launcher\.nodes must be 1"):
+        slurm_executor(_launcher(tiny_root, "launcher.nodes=2"), tmp_path)
+    with pytest.raises(ConfigError, match=r"launcher\.time_min=0 must be >= 1"):
+        slurm_executor(_launcher(tiny_root, "launcher.time_min=0"), tmp_path)
+
+
+def test_more_processes_than_gpus_is_refused(tiny_root) -> None:
+    spec = load_spec(
+        tiny_overrides(tiny_root, "launcher=slurm", "launcher.gpus_per_node=1", "train.processes=2")
+    )
+    run = PlannedRun("dpo", [], spec)
+    with pytest.raises(ConfigError, match="one process per GPU at most"):
+        submit({"study": "x"}, [run], [run])
