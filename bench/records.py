@@ -215,7 +215,7 @@ class Status:
         self.data["stages"][stage] = entry
         self._save()
 
-    def begin_attempt(self) -> int:
+    def begin_attempt(self, entered: float | None = None) -> int:
         """Record who works on the run now (host, pid, Slurm job and restart count); returns the attempt's
         index, which each stage it completes carries, so a resumed run shows which attempt did what."""
         env = os.environ
@@ -224,7 +224,8 @@ class Status:
             job = f"{env['SLURM_ARRAY_JOB_ID']}_{env.get('SLURM_ARRAY_TASK_ID')}"
         attempt = {
             "started": now(),
-            "t_start": time.time(),  # epoch seconds, for the overhead benchmark
+            "t_entered": entered,  # epoch seconds, for the overhead benchmark: run_one called,
+            "t_start": time.time(),  # stages begin (after the preflight and the run lock)
             "t_process": _process_start_time(),
             "host": socket.gethostname(),
             "pid": os.getpid(),

@@ -5,10 +5,13 @@ Slurm launchers (target: under 5 s per run beyond process start).
 
 Submits a toy study (the tiny toy world, DPO over `--runs` betas) with each launcher and reads every run's
 status.json. Per run:
-  queue     submission -> the run's process starts (Slurm scheduling; local job start)
-  startup   process start -> the run's stages begin: interpreter, imports, config, preflight
-  between   the stages' own bookkeeping: run time minus the sum of stage times (locks, records, checks)
-  overhead  startup + between: everything beyond process start that is not a stage's work
+  queue     submission -> the process that runs it starts (Slurm scheduling; local worker start)
+  start     process start -> the harness is called: interpreter, imports (torch, transformers), unpickling.
+            A local worker runs several runs in one process: its later runs pay no start, their time since
+            the previous run ended counts as harness
+  harness   the harness's own time: config, preflight checks, run lock and manifest before the stages, plus
+            the bookkeeping between them (run time minus the sum of stage times)
+  stages    the stages' own work (training, generation, judging, lm-eval, metrics)
 The Slurm launcher needs a cluster (bench/cluster/local_slurm.sh up); without one it is skipped.
 """
 
@@ -57,20 +60,28 @@ def _measure(root: Path, launcher: str, runs: int) -> list[dict[str, float]]:
         if len(folders) == runs and all(s in ("done", "failed") for s in states):
             break
         time.sleep(1)
-    rows = []
+    attempts = []
     for folder in folders:
         status: dict[str, Any] = read_json(folder / "status.json")
-        attempt = status["attempts"][-1]
         stages = sum(s.get("seconds", 0.0) for s in status["stages"].values())
-        startup = attempt["t_start"] - attempt["t_process"]
+        attempts.append((status["attempts"][-1], stages))
+    rows = []
+    previous_end: dict[tuple[str, int], float] = {}
+    for attempt, stages in sorted(attempts, key=lambda a: a[0]["t_entered"]):
+        process = (attempt["host"], attempt["pid"])
+        if process in previous_end:  # a later run of a local worker: no process start of its own
+            start, before = 0.0, attempt["t_start"] - previous_end[process]
+        else:
+            start = attempt["t_entered"] - attempt["t_process"]
+            before = attempt["t_start"] - attempt["t_entered"]
+        previous_end[process] = attempt["t_end"]
         between = attempt["t_end"] - attempt["t_start"] - stages
         rows.append(
             {
                 "returned": returned,
                 "queue": attempt["t_process"] - submitted,
-                "startup": startup,
-                "between": between,
-                "overhead": startup + between,
+                "start": start,
+                "harness": before + between,
                 "stages": stages,
             }
         )
@@ -91,8 +102,8 @@ def main() -> None:
     os.environ.setdefault("WANDB_MODE", "offline")
     _bench("world", *TINY, f"paths.cache={root / 'cache'}")
     print(f"{args.runs} tiny toy runs per launcher, {os.cpu_count()} CPUs; seconds per run (median, max)")
-    print(f"{'launcher':9s} {'submit returns':>15s} {'queue':>12s} {'startup':>12s} {'between':>12s} "
-          f"{'overhead':>12s} {'stage work':>12s}")  # fmt: skip
+    print(f"{'launcher':9s} {'submit returns':>15s} {'queue':>12s} {'start':>12s} {'harness':>12s} "
+          f"{'stages':>12s}")  # fmt: skip
     for launcher in args.launchers.split(","):
         if launcher == "slurm" and shutil.which("sinfo") is None:
             print("slurm     skipped: no Slurm here (bench/cluster/local_slurm.sh up starts one)")
@@ -103,8 +114,8 @@ def main() -> None:
             values = [r[key] for r in rows]
             return f"{statistics.median(values):5.2f} ({max(values):5.2f})"
 
-        print(f"{launcher:9s} {rows[0]['returned']:15.2f} {cell('queue'):>12s} {cell('startup'):>12s} "
-              f"{cell('between'):>12s} {cell('overhead'):>12s} {cell('stages'):>12s}")  # fmt: skip
+        print(f"{launcher:9s} {rows[0]['returned']:15.2f} {cell('queue'):>12s} {cell('start'):>12s} "
+              f"{cell('harness'):>12s} {cell('stages'):>12s}")  # fmt: skip
     if not args.root:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -1,125 +1,121 @@
-"""`bench report <study>`: one tidy table over a study's run folders, written as markdown and CSV, plus plots.
+"""`bench report <study>`: a study's run folders into tables, plots and one report file.
 
-The reference model is its own row (from results/<study>/_reference/). Unfinished and failed runs are listed,
-never silently dropped. Issue 6 extends this (seed statistics, significance, LaTeX, published comparisons).
+Writes results/<study>/report/:
+  runs.csv                  the tidy table: one row per finished run (and the reference), every metric
+  results.{md,tex,csv}      the full grid on all evaluation prompts (± one standard error over prompts)
+  best.{md,tex,csv}         each variant's best configuration under the selection rule (chosen on the
+                            validation prompts, reported on the test prompts): mean and 95% interval over
+                            seeds and prompts, lm-eval deltas against the reference, paired comparison with
+                            the baseline variant
+  published.{md,tex,csv}    published figures beside ours, when the study names a source
+  *.png, *.pdf              frontier, judge_vs_gold, length, sensitivity, training
+  report.html, report.md    everything above in one file (images embedded in the HTML)
+Unfinished and failed runs are listed with their state and error, never dropped silently.
 """
 
 from __future__ import annotations
 
-import math
+import logging
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
-from bench.records import atomic_write_text, read_json, read_jsonl
+from bench.records import atomic_write_text
+from bench.report.collect import Study, collect, collect_study
+from bench.report.html import Section, write_html, write_markdown
+from bench.report.stats import SelectionRule
+from bench.report.tables import best_table, full_grid, write_table
+from bench.splits import SPLITS
 
-# Columns of the headline table, in order; the CSV keeps every metric.
-HEADLINE = (
-    "win_rate",
-    "lc_win_rate",
-    "win_rate_hard",
-    "gold_win_rate",
-    "gold_reward_mean",
-    "kl_seq",
-    "kl_seq_k1",
-    "kl_seq_k3",
-    "length_tokens_mean",
-    "length_ratio",
-    "lm_eval/toy_nll/nll_per_token",
-    "lm_eval/toy_mc/acc",
+__all__ = ["SelectionRule", "collect", "collect_study", "write_report"]
+log = logging.getLogger(__name__)
+
+GRID_NOTE = (
+    "Win rates are against the reference model's samples (soft judge preference; ± one standard error over "
+    "prompts), on all evaluation prompts; KL in nats per sequence (kl_seq: exact per-step KL along policy "
+    "samples)."
 )
-WITH_SE = ("win_rate", "gold_win_rate", "kl_seq", "kl_seq_k1")
 
 
-def _metrics(folder: Path) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for row in read_jsonl(folder / "metrics.jsonl"):
-        out[row["metric"]] = row["value"]
-        if row.get("stderr") is not None:
-            out[f"{row['metric']}_se"] = row["stderr"]
-    return out
-
-
-def collect(study_dir: Path) -> tuple[pd.DataFrame, list[str]]:
-    """(one row per finished run plus reference rows, notes on unfinished or failed runs)."""
-    rows: list[dict[str, Any]] = []
-    notes: list[str] = []
-    for folder in sorted(p for p in study_dir.iterdir() if (p / "manifest.json").exists()):
-        if not (folder / "metrics.jsonl").exists():
-            status = read_json(folder / "status.json") if (folder / "status.json").exists() else {}
-            error = (status.get("error") or "").splitlines()[:1]
-            notes.append(
-                f"{folder.name}: {status.get('state', 'pending')} at stage {status.get('stage')} {error}"
-            )
-            continue
-        manifest = read_json(folder / "manifest.json")
-        cfg = manifest["config"]
-        rows.append(
-            {
-                # evaluations of existing models (bench evaluate) carry a label, not a trained variant
-                "variant": manifest.get("label") or cfg["choices"]["loss"],
-                "beta": cfg["loss"].get("beta"),
-                "lr": cfg["train"]["learning_rate"],
-                "seed": cfg["seed"],
-                "dataset": cfg["choices"]["dataset"],
-                "run_id": folder.name,
-                **_metrics(folder),
-            }
-        )
-    for folder in sorted((study_dir / "_reference").glob("*/metrics.jsonl")):
-        rows.append(
-            {"variant": "reference", "run_id": f"_reference/{folder.parent.name}", **_metrics(folder.parent)}
-        )
-    frame = pd.DataFrame(rows)
-    if not frame.empty:
-        frame = frame.sort_values(["variant", "beta", "lr", "seed"], na_position="first", kind="stable")
-    return frame.reset_index(drop=True), notes
-
-
-def _cell(value: Any, se: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    text = f"{value:.3f}" if isinstance(value, float) else str(value)
-    return f"{text} ± {se:.3f}" if isinstance(se, float) and not math.isnan(se) else text
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    cols = [c for c in HEADLINE if c in frame.columns]
-    shown = pd.DataFrame(
-        {
-            "variant": frame["variant"],
-            "beta": frame["beta"].map(lambda b: "" if b is None or pd.isna(b) else f"{b:g}"),
-            "lr": frame["lr"].map(lambda b: "" if b is None or pd.isna(b) else f"{b:g}"),
-            "seed": frame["seed"].map(lambda b: "" if b is None or pd.isna(b) else str(int(b))),
-        }
+def _best_section(study: Study, rule: SelectionRule, baseline: str, out: Path) -> Section | None:
+    report_split = next(s for s in SPLITS if s != rule.split)
+    try:
+        best = best_table(study, rule, baseline, report_split)
+    except KeyError as err:  # runs evaluated before the prompt splits existed
+        return Section("Best configuration per variant", f"Not available: {err.args[0]}")
+    caption = (
+        f"Best configuration per variant: {rule.describe()}; reported on the {report_split} prompts as mean "
+        f"[95% interval] over seeds and prompts (two-level bootstrap; lc_win_rate: t interval over seeds). "
+        f"Paired comparisons against {baseline} resample the same seeds and prompts for both."
     )
-    for c in cols:
-        se = frame[f"{c}_se"] if c in WITH_SE and f"{c}_se" in frame.columns else [None] * len(frame)
-        shown[c.removeprefix("lm_eval/")] = [_cell(v, s) for v, s in zip(frame[c], se, strict=True)]
-    return shown.to_markdown(index=False)
+    write_table(best, out, "best", caption)
+    return Section("Best configuration per variant", caption, best)
 
 
-def write_report(study_dir: Path) -> str:
-    """Write report/results.{md,csv} and report/frontier.{png,pdf}; return the markdown table."""
-    frame, notes = collect(study_dir)
+def _published_section(study: Study, rule: SelectionRule, out: Path) -> Section | None:
+    from bench.report.published import comparison
+    from bench.report.stats import select_best
+
+    if not study.source or study.runs.empty:
+        return None
+    source = study.source if isinstance(study.source, dict) else {"file": study.source}
+    report_split = next(s for s in SPLITS if s != rule.split)
+    ours: dict[str, dict[str, float]] = {}
+    try:
+        best = select_best(study.runs, rule)
+    except KeyError:
+        best = study.runs.groupby("variant").head(1)
+    for _, sel in best.iterrows():
+        runs = study.runs[study.runs["config_key"] == sel["config_key"]]
+        values = {}
+        for metric in ("win_rate", "lc_win_rate"):
+            column = f"{report_split}/{metric}" if f"{report_split}/{metric}" in runs else metric
+            if column in runs:
+                values[metric] = float(runs[column].mean())
+        ours[str(sel["variant"])] = values
+    table = comparison(source, ours)
+    caption = f"Published figures ({source['file']}, setting {source.get('setting', 'all')}) beside ours."
+    write_table(table, out, "published", caption)
+    return Section("Published comparison", caption, table)
+
+
+def write_report(study_dir: Path, rule: SelectionRule | None = None, baseline: str = "dpo") -> str:
+    """Write the report folder; return the full grid as markdown (what `bench report` prints)."""
+    from bench.report.plots import plot_all
+
+    rule = rule or SelectionRule()
+    log.info("report %s: reading run folders", study_dir.name)
+    study = collect_study(study_dir)
     out = study_dir / "report"
-    if frame.empty:
-        text = f"no finished runs in {study_dir}\n" + "".join(f"- {n}\n" for n in notes)
+    missing = "".join(f"- {n}\n" for n in study.notes)
+    if study.runs.empty:
+        text = f"no finished runs in {study_dir}\n" + missing
         atomic_write_text(out / "results.md", text)
         return text
-    table = markdown_table(frame)
-    body = [f"# Study `{study_dir.name}`\n", table, ""]
-    body.append(
-        "win rates are against the reference model's samples (soft judge preference; ± one standard error "
-        "over prompts); KL in nats per sequence (kl_seq: exact per-step KL along policy samples)."
-    )
-    if notes:
-        body += ["", "Not in the table (unfinished or failed):", *[f"- {n}" for n in notes]]
-    text = "\n".join(body) + "\n"
-    atomic_write_text(out / "results.md", text)
-    atomic_write_text(out / "results.csv", frame.to_csv(index=False))
-    from bench.report.plots import plot_frontier
-
-    plot_frontier(frame, out)
+    log.info("report %s: %d finished run(s), %d not finished", study.name, len(study.runs), len(study.notes))
+    frame, _ = collect(study_dir)
+    atomic_write_text(out / "runs.csv", frame.to_csv(index=False))
+    grid = full_grid(study)
+    write_table(grid, out, "results", GRID_NOTE)
+    sections = [Section("All runs", GRID_NOTE, grid)]
+    best = _best_section(study, rule, baseline, out)
+    published = _published_section(study, rule, out)
+    sections += [s for s in (best, published) if s is not None]
+    log.info("report %s: plots", study.name)
+    images = [p for p in plot_all(study, out) if p.suffix == ".png"]
+    sections.append(Section("Plots", "", None, tuple(images)))
+    if study.notes:
+        sections.append(Section("Not in the tables (unfinished or failed)", "\n".join(study.notes)))
+    title = f"Study {study.name}"
+    write_html(out / "report.html", title, sections)
+    write_markdown(out / "report.md", title, sections)
+    text = f"# {title}\n\n{grid.to_markdown(index=False)}\n\n{GRID_NOTE}\n"
+    if study.notes:
+        text += "\nNot in the table (unfinished or failed):\n" + missing
+    log.info("report %s: written to %s (report.html opens on its own)", study.name, out)
     return text
+
+
+def tidy(study_dir: Path) -> pd.DataFrame:
+    """The study as one tidy table (for notebooks): runs and the reference, every metric as a column."""
+    return collect(study_dir)[0]

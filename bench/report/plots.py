@@ -1,58 +1,160 @@
-"""Study plots: win rates against KL (the DPO paper's frontier view), and length against win rate."""
+"""Study plots (PNG and PDF, matplotlib), one function per figure, each returning the files it wrote.
+
+frontier      win rate and gold win rate against KL per variant: the DPO paper's reward-KL frontier, traced
+              by the evaluations over training when the runs have them (eval.every_steps), else by the runs
+judge_gold    judged against gold win rate: where the judge and the truth disagree (toy world)
+length        length ratio against judged win rate: how much of a win is length
+sensitivity   win rates against beta per variant, one line per learning rate
+training      reward margin, preference accuracy, chosen and rejected log-probs over training steps
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
+from bench.report.collect import Study
 
-def plot_frontier(frame: pd.DataFrame, out: Path) -> list[Path]:
-    """frontier.png/.pdf: judged and gold win rate vs KL, and length ratio vs judged win rate, per variant."""
+KL_LABEL = "KL(policy || reference), nats per sequence"
+
+
+def _plt() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(fig: Any, out: Path, name: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    runs = frame[frame["variant"] != "reference"]
-    ref = frame[frame["variant"] == "reference"]
-    panels = (
-        ("kl_seq", "win_rate", "judged win rate vs reference"),
-        ("kl_seq", "gold_win_rate", "gold win rate vs reference"),
-        ("length_ratio", "win_rate", "judged win rate vs reference"),
-    )
-    for ax, (x, y, ylabel) in zip(axes, panels, strict=True):
-        for variant, group in runs.groupby("variant"):
-            group = group.sort_values(x)
-            ax.plot(group[x], group[y], marker="o", label=str(variant))
-            for _, r in group.iterrows():
-                if r.get("beta") is not None and not pd.isna(r.get("beta")):
-                    ax.annotate(
-                        f"β={r['beta']:g}",
-                        (r[x], r[y]),
-                        textcoords="offset points",
-                        xytext=(4, 4),
-                        fontsize=8,
-                    )
-        if not ref.empty and x in ref and y in ref:
-            ax.scatter(ref[x], ref[y], marker="*", s=160, color="black", label="reference", zorder=3)
-        ax.axhline(0.5, color="grey", lw=0.8, ls=":")
-        ax.set_xlabel(
-            "KL(policy || reference), nats per sequence" if x == "kl_seq" else "length / reference length"
-        )
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    axes[0].set_title("The judge's view")
-    axes[1].set_title("The gold reward's view")
-    axes[2].set_title("How much of the win is length")
-    fig.tight_layout()
-    paths = [out / "frontier.png", out / "frontier.pdf"]
+    paths = [out / f"{name}.png", out / f"{name}.pdf"]
     for p in paths:
-        tmp = p.with_name(f".{p.name}.tmp{p.suffix}")
+        tmp = p.with_name(f".{p.stem}.tmp{p.suffix}")
         fig.savefig(tmp, dpi=120)
         tmp.replace(p)
-    plt.close(fig)
+    _plt().close(fig)
     return paths
+
+
+def _reference_star(ax: Any, study: Study, x: str, y: str) -> None:
+    if x in study.reference and y in study.reference:
+        ax.scatter([study.reference[x]], [study.reference[y]], marker="*", s=160, color="black",
+                   label="reference", zorder=3)  # fmt: skip
+
+
+def plot_frontier(study: Study, out: Path) -> list[Path]:
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    runs, curves = study.runs, study.curves
+    for ax, metric, title in zip(axes, ("win_rate", "gold_win_rate"), ("The judge's view", "The gold view"),
+                                 strict=True):  # fmt: skip
+        for i, (variant, group) in enumerate(runs.groupby("variant")):
+            color = f"C{i}"
+            traced = False
+            if not curves.empty:
+                for run_id in group["run_id"]:
+                    c = curves[(curves["run_id"] == run_id)]
+                    wide = c.pivot_table(index="step", columns="metric", values="value")
+                    if {"kl_seq", metric} <= set(wide.columns):
+                        ax.plot(wide["kl_seq"], wide[metric], color=color, alpha=0.5, lw=1, marker=".")
+                        traced = True
+            if metric in group and "kl_seq" in group:
+                g = group.sort_values("kl_seq")
+                ax.scatter(g["kl_seq"], g[metric], color=color, label=str(variant), zorder=2)
+                if not traced and len(g) > 1:
+                    ax.plot(g["kl_seq"], g[metric], color=color, alpha=0.6)
+        _reference_star(ax, study, "kl_seq", metric)
+        ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+        ax.set(xlabel=KL_LABEL, ylabel=f"{metric.replace('_', ' ')} vs reference", title=title)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out, "frontier")
+
+
+def plot_judge_vs_gold(study: Study, out: Path) -> list[Path]:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 4.6))
+    for variant, group in study.runs.groupby("variant"):
+        if {"win_rate", "gold_win_rate"} <= set(group.columns):
+            ax.scatter(group["win_rate"], group["gold_win_rate"], label=str(variant))
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="judge = gold")
+    _reference_star(ax, study, "win_rate", "gold_win_rate")
+    ax.set(xlabel="judged win rate", ylabel="gold win rate", title="Judge vs truth", xlim=(0, 1), ylim=(0, 1))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out, "judge_vs_gold")
+
+
+def plot_length(study: Study, out: Path) -> list[Path]:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 4.4))
+    for variant, group in study.runs.groupby("variant"):
+        if {"length_ratio", "win_rate"} <= set(group.columns):
+            ax.scatter(group["length_ratio"], group["win_rate"], label=f"{variant} (raw)")
+        if {"length_ratio", "lc_win_rate"} <= set(group.columns):
+            ax.scatter(group["length_ratio"], group["lc_win_rate"], marker="x", label=f"{variant} (LC)")
+    _reference_star(ax, study, "length_ratio", "win_rate")
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax.set(xlabel="length / reference length", ylabel="win rate vs reference", title="Length and win rate")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, out, "length")
+
+
+def plot_sensitivity(study: Study, out: Path) -> list[Path]:
+    plt = _plt()
+    variants = sorted(study.runs["variant"].unique())
+    fig, axes = plt.subplots(1, len(variants), figsize=(4 * len(variants), 3.8), squeeze=False)
+    for ax, variant in zip(axes[0], variants, strict=True):
+        group = study.runs[(study.runs["variant"] == variant) & study.runs["beta"].notna()]
+        for (lr, metric), style in _styles(group):
+            g = group[group["lr"] == lr].groupby("beta")[metric].mean().sort_index()
+            ax.plot(g.index, g.values, marker="o", ls=style, label=f"{metric}, lr={lr:g}")
+        ax.set_xscale("log")
+        ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+        ax.set(xlabel="beta", ylabel="win rate (mean over seeds)", title=variant)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, out, "sensitivity")
+
+
+def _styles(group: pd.DataFrame) -> list[tuple[tuple[float, str], str]]:
+    metrics = [m for m in ("win_rate", "gold_win_rate") if m in group.columns]
+    rates = sorted(group["lr"].unique())
+    return [((lr, m), "-" if m == "win_rate" else "--") for lr in rates for m in metrics]
+
+
+def plot_training(study: Study, out: Path) -> list[Path]:
+    plt = _plt()
+    logs = study.train_logs
+    panels = (("rewards/margins", "reward margin"), ("rewards/accuracies", "preference accuracy"),
+              ("logps/chosen", "log p(chosen)"), ("logps/rejected", "log p(rejected)"))  # fmt: skip
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    colors = {v: f"C{i}" for i, v in enumerate(sorted(study.runs["variant"].unique()))}
+    variant_of = dict(zip(study.runs["run_id"], study.runs["variant"], strict=True))
+    for ax, (column, label) in zip(axes, panels, strict=True):
+        if not logs.empty and column in logs.columns:
+            for run_id, log in logs.dropna(subset=[column]).groupby("run_id"):
+                variant = variant_of.get(str(run_id))
+                ax.plot(log["step"], log[column], color=colors.get(variant, "grey"), alpha=0.7, lw=1)
+        ax.set(xlabel="step", title=label)
+        ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], color=c, label=v) for v, c in colors.items()]
+    axes[0].legend(handles=handles, fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out, "training")
+
+
+def plot_all(study: Study, out: Path) -> list[Path]:
+    paths = plot_frontier(study, out) + plot_judge_vs_gold(study, out) + plot_length(study, out)
+    if "beta" in study.runs.columns and study.runs["beta"].notna().any():
+        paths += plot_sensitivity(study, out)
+    return paths + plot_training(study, out)

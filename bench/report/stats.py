@@ -75,7 +75,7 @@ def mean_ci(
     if matrix.size == 0 or np.isnan(matrix).all():
         return math.nan, math.nan, math.nan
     rng = np.random.default_rng(seed)
-    samples = _resampled_means(matrix, *_draws(*matrix.shape, n, rng))
+    samples = _resampled_means(matrix, *_draws(matrix.shape[0], matrix.shape[1], n, rng))
     low, high = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2])
     return float(np.nanmean(matrix)), float(low), float(high)
 
@@ -98,7 +98,7 @@ def paired_difference(
     cols_b = [prompts_b.index(p) for p in prompts]
     diff = ma[np.ix_(rows_a, cols_a)] - mb[np.ix_(rows_b, cols_b)]
     rng = np.random.default_rng(seed)
-    samples = _resampled_means(diff, *_draws(*diff.shape, n, rng))
+    samples = _resampled_means(diff, *_draws(diff.shape[0], diff.shape[1], n, rng))
     low, high = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2])
     tail = min((samples <= 0).mean(), (samples >= 0).mean())
     return {

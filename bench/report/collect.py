@@ -1,0 +1,122 @@
+"""A study's run folders as tidy pandas frames: one row per finished run, its per-prompt values, its
+evaluations over training and its training log. Unfinished and failed runs are listed, never dropped
+silently."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.records import read_json, read_jsonl
+
+
+@dataclass
+class Study:
+    name: str
+    runs: pd.DataFrame  # a row per finished run: config, '<metric>' (all prompts), '<split>/<metric>'
+    per_prompt: pd.DataFrame  # run_id, seed, prompt_id, split, one column per per-prompt metric
+    reference: dict[str, Any]  # the reference model's metrics (all prompts and splits)
+    curves: pd.DataFrame  # run_id, step, metric, value (evaluation over training, with step 0 = reference)
+    train_logs: pd.DataFrame  # run_id, step and TRL's logged values
+    notes: list[str] = field(default_factory=list)  # runs not in the table, and why
+    source: str | None = None  # the published comparison the study reproduces (study.json)
+
+
+def metric_columns(folder: Path) -> dict[str, Any]:
+    """metrics.jsonl as columns: '<metric>' for all prompts, '<split>/<metric>' per split, '<..>_se'."""
+    out: dict[str, Any] = {}
+    for row in read_jsonl(folder / "metrics.jsonl"):
+        name = f"{row['split']}/{row['metric']}" if row.get("split") else row["metric"]
+        out[name] = row["value"]
+        if row.get("stderr") is not None:
+            out[f"{name}_se"] = row["stderr"]
+        for side in ("ci_low", "ci_high"):
+            if row.get(side) is not None:
+                out[f"{name}_{side}"] = row[side]
+    return out
+
+
+def _config_key(cfg: dict[str, Any]) -> str:
+    """What groups the seeds of one configuration: the run's experiment signature without its seed."""
+    from bench.config import config_hash, signature
+
+    sig = signature(cfg)
+    sig.pop("seed", None)
+    return config_hash(sig)
+
+
+def _run_row(folder: Path) -> dict[str, Any]:
+    manifest = read_json(folder / "manifest.json")
+    cfg = manifest["config"]
+    return {
+        # evaluations of existing models (bench evaluate) carry a label, not a trained variant
+        "variant": manifest.get("label") or cfg["choices"]["loss"],
+        "beta": cfg["loss"].get("beta"),
+        "lr": cfg["train"]["learning_rate"],
+        "seed": cfg["seed"],
+        "dataset": cfg["choices"]["dataset"],
+        "config_key": _config_key(cfg),
+        "run_id": folder.name,
+        **metric_columns(folder),
+    }
+
+
+def _why_missing(folder: Path) -> str:
+    status = read_json(folder / "status.json") if (folder / "status.json").exists() else {}
+    error = (status.get("error") or "").strip().splitlines()
+    state = status.get("state", "pending")
+    where = f" at stage {status['stage']}" if status.get("stage") else ""
+    return f"{folder.name}: {state}{where}" + (f": {error[0]}" if error else "")
+
+
+def collect_study(study_dir: Path) -> Study:
+    rows, notes, prompts, curves, logs = [], [], [], [], []
+    for folder in sorted(p for p in study_dir.iterdir() if (p / "manifest.json").exists()):
+        if not (folder / "metrics.jsonl").exists() or not _finished(folder):
+            notes.append(_why_missing(folder))
+            continue
+        row = _run_row(folder)
+        rows.append(row)
+        for r in read_jsonl(folder / "per_prompt.jsonl") if (folder / "per_prompt.jsonl").exists() else []:
+            prompts.append({"run_id": row["run_id"], "seed": row["seed"], **r})
+        if (folder / "curve.jsonl").exists():
+            curves += [{"run_id": row["run_id"], **r} for r in read_jsonl(folder / "curve.jsonl")]
+        if (folder / "train_log.jsonl").exists():
+            logs += [{"run_id": row["run_id"], **r} for r in read_jsonl(folder / "train_log.jsonl")]
+    reference: dict[str, Any] = {}
+    for folder in sorted((study_dir / "_reference").glob("*/metrics.jsonl")):
+        reference = {"variant": "reference", "run_id": f"_reference/{folder.parent.name}"}
+        reference |= metric_columns(folder.parent)
+    runs = pd.DataFrame(rows)
+    if not runs.empty:
+        runs = runs.sort_values(["variant", "beta", "lr", "seed"], na_position="first", kind="stable")
+    manifest = read_json(study_dir / "study.json") if (study_dir / "study.json").exists() else {}
+    return Study(
+        name=study_dir.name,
+        runs=runs.reset_index(drop=True),
+        per_prompt=pd.DataFrame(prompts),
+        reference=reference,
+        curves=pd.DataFrame(curves),
+        train_logs=pd.DataFrame(logs),
+        notes=notes,
+        source=manifest.get("source"),
+    )
+
+
+def _finished(folder: Path) -> bool:
+    """Done, or an evaluation folder of `bench evaluate` (no status 'done' needed for its records)."""
+    if not (folder / "status.json").exists():
+        return True  # hand-made or older folders: metrics.jsonl is written last and atomically
+    return read_json(folder / "status.json").get("state") == "done"
+
+
+def collect(study_dir: Path) -> tuple[pd.DataFrame, list[str]]:
+    """(one row per finished run plus the reference's row, notes on unfinished or failed runs)."""
+    study = collect_study(study_dir)
+    frame = study.runs
+    if study.reference:
+        frame = pd.concat([frame, pd.DataFrame([study.reference])], ignore_index=True)
+    return frame, study.notes
