@@ -1,5 +1,5 @@
 # The two commands of README.md:
-#   make main   set up .venv, build the toy world, run the toy DPO beta study, write its table and plots
+#   make main   set up .venv, build the toy world, run the toy comparison (sweeps/toy_main.yaml), report it
 #   make test   set up .venv, then lint (ruff), type-check (mypy) and run every test tier (CI runs this)
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -12,9 +12,6 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM := false
-
-STUDY ?= toy_main
-BETAS ?= 4,1,0.5
 
 .PHONY: main test test-fast setup lint clean-results
 
@@ -30,8 +27,8 @@ setup: $(VENV)/.installed
 
 main: setup
 	$(BENCH) world
-	$(BENCH) run study=$(STUDY) loss=dpo loss.beta=$(BETAS) launcher=local
-	$(BENCH) report $(STUDY)
+	$(BENCH) sweep sweeps/toy_main.yaml launcher=local --wait
+	$(BENCH) report toy_main
 
 lint: setup
 	$(VENV)/bin/ruff check bench tests

@@ -28,6 +28,7 @@ from bench.errors import ConfigError
 
 if TYPE_CHECKING:
     from bench.config import RunSpec
+    from bench.study import PlannedRun
 
 log = logging.getLogger("bench")
 
@@ -160,7 +161,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             todo.append(run)
     print(f"{len(runs)} run(s), {len(runs) - len(todo)} finished, {len(todo)} to run")
     if args.dry_run or not todo:
-        return 0
+        return _wait_for(runs) if args.wait and not args.dry_run else 0
     from bench.launch import submit
 
     _quiet_libraries()
@@ -168,7 +169,26 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if job_ids:
         print(f"submitted {len(todo)} run(s) as job(s) {', '.join(job_ids)}")
         print(f"follow them with: bench status {data['study']}")
+    if args.wait:
+        return _wait_for(runs)
     return 0
+
+
+def _wait_for(runs: list[PlannedRun]) -> int:
+    """Block until every run is done or failed, with a progress line whenever the counts change."""
+    from bench.study import run_state
+
+    last = ""
+    while True:
+        states = [run_state(r.spec.run_dir())[0] for r in runs]
+        counts = {s: states.count(s) for s in sorted(set(states))}
+        line = ", ".join(f"{n} {s}" for s, n in counts.items())
+        if line != last:
+            print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
+            last = line
+        if all(s in ("done", "failed") for s in states):
+            return 1 if "failed" in states else 0
+        time.sleep(5)
 
 
 def _study_dir(args: argparse.Namespace) -> Path:
@@ -202,15 +222,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bench.report import write_report
+    from bench.report import SelectionRule, write_report
+    from bench.splits import SPLITS
 
     study_dir = _study_dir(args)
+    if args.select_split not in SPLITS:
+        raise ConfigError(f"--select-split {args.select_split!r}: use one of {', '.join(SPLITS)}")
+    rule = SelectionRule(args.select, args.select_split, maximize=not args.minimize)
     if args.dry_run:
         runs = [p for p in study_dir.iterdir() if (p / "manifest.json").exists()]
-        print(f"would report {len(runs)} run folder(s) of {study_dir}")
+        print(f"would report {len(runs)} run folder(s) of {study_dir}; best configs: {rule.describe()}")
         return 0
-    table = write_report(study_dir)
+    table = write_report(study_dir, rule, baseline=args.baseline)
     print(table)
+    print(f"report: {study_dir / 'report' / 'report.html'}")
+    if args.wandb:
+        from bench.report import tidy
+        from bench.tracking import log_report
+
+        images = sorted((study_dir / "report").glob("*.png"))
+        print(f"wandb: {log_report(study_dir.name, tidy(study_dir), images)}")
     return 0
 
 
@@ -296,15 +327,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="a study YAML, e.g. sweeps/toy_beta.yaml")
     p.add_argument("overrides", nargs="*", help="overrides applied to every run (e.g. launcher=local)")
     p.add_argument("--dry-run", action="store_true", help="validate and print the run table only")
+    p.add_argument("--wait", action="store_true", help="block until every run is done or failed")
     p.set_defaults(fn=cmd_sweep)
     p = sub.add_parser("status", help="state of each run of a study, from its folders")
     p.add_argument("study")
     p.add_argument("--results", default="results", help="results root (paths.results)")
     p.add_argument("--dry-run", action="store_true", help="(always read-only)")
     p.set_defaults(fn=cmd_status)
-    p = sub.add_parser("report", help="results table and plots of a study")
+    p = sub.add_parser("report", help="results tables, plots and report.html of a study")
     p.add_argument("study")
     p.add_argument("--results", default="results", help="results root (paths.results)")
+    p.add_argument("--select", default="lc_win_rate", help="metric that picks each variant's best config")
+    p.add_argument("--select-split", default="val", help="prompt split it is read on (the other is reported)")
+    p.add_argument("--minimize", action="store_true", help="lower is better for --select (e.g. kl_seq)")
+    p.add_argument("--baseline", default="dpo", help="variant the paired comparisons are against")
+    p.add_argument("--wandb", action="store_true", help="also log the table and plots as a wandb run")
     p.add_argument("--dry-run", action="store_true")
     p.set_defaults(fn=cmd_report)
     p = sub.add_parser("world", help="build or show the toy world")

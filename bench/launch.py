@@ -78,6 +78,7 @@ def _record(study_dir: Path, data: dict[str, Any], runs: list[PlannedRun], entry
         manifest.update(
             study=data["study"],
             question=data.get("question"),
+            source=data.get("source"),  # a published comparison (bench report reads it)
             runs=[{"run_id": r.spec.run_id, "variant": r.variant, "overrides": r.overrides} for r in runs],
         )
         manifest["submissions"].append(entry)

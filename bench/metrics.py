@@ -22,6 +22,7 @@ from numpy.typing import ArrayLike
 
 from bench.kl import kl_exact, kl_k1, kl_k3, n_steps, token_k3_sum
 from bench.records import atomic_write_jsonl, read_jsonl
+from bench.splits import SPLITS, prompt_split
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -189,7 +190,7 @@ def sample_metrics(
     return out.rows
 
 
-def _judge_metrics(annotations: pd.DataFrame, spec: RunSpec) -> dict[str, Any]:
+def _judge_metrics(annotations: pd.DataFrame, spec: RunSpec, bootstrap: int | None = None) -> dict[str, Any]:
     """The judge's numbers: win rates with bootstrap intervals (the LC GLM refitted per resample), which GLM
     was used, and the judge's length statistics. The one place this module calls the judge.
 
@@ -200,7 +201,7 @@ def _judge_metrics(annotations: pd.DataFrame, spec: RunSpec) -> dict[str, Any]:
     e = spec.eval
     rates = win_rates(
         annotations,
-        bootstrap=e.bootstrap,
+        bootstrap=e.bootstrap if bootstrap is None else bootstrap,
         ci_level=e.ci_level,
         seed=spec.seed,
         gamed_csv=e.alpaca_eval_gamed_csv,
@@ -249,13 +250,67 @@ def run_metrics(
     rows = sample_metrics(
         policy, reference, world_params(spec).gold_alphas, e.bootstrap, e.ci_level, spec.seed
     )
-    rows += judge_metric_rows(_judge_metrics(load_annotations(annotations_path(spec, run_dir)), spec))
+    annotations = load_annotations(annotations_path(spec, run_dir))
+    rows += judge_metric_rows(_judge_metrics(annotations, spec))
+    rows += split_rows(spec, policy, reference, annotations)
+    atomic_write_jsonl(run_dir / "per_prompt.jsonl", per_prompt_rows(spec, policy, reference, annotations))
     if offpolicy is not None:
         rows += offpolicy_metric_rows(offpolicy)
     if (run_dir / "lm_eval.json").exists():  # evaluations over training (bench/curve.py) skip lm-eval
         rows += lm_eval_metric_rows(lm_eval_rows(run_dir / "lm_eval.json"))
     atomic_write_jsonl(out, rows)
     return out
+
+
+def split_rows(
+    spec: RunSpec, policy: list[Row], reference: list[Row], annotations: pd.DataFrame | None
+) -> list[Row]:
+    """The sample and judge metrics again on each prompt split (bench.splits), rows tagged "split": the
+    report selects configurations on one split and reports them on the other. Standard errors only: the
+    report's intervals come from per_prompt.jsonl, over seeds and prompts."""
+    from bench.data.toyworld.build import world_params
+
+    rows: list[Row] = []
+    for split in SPLITS:
+        pol = [r for r in policy if prompt_split(r["prompt_id"]) == split]
+        ref = [r for r in reference if prompt_split(r["prompt_id"]) == split]
+        if not pol:
+            continue
+        part = sample_metrics(pol, ref, world_params(spec).gold_alphas[:1])
+        if annotations is not None:
+            mask = annotations["prompt_id"].map(prompt_split) == split
+            part += judge_metric_rows(_judge_metrics(annotations[mask].reset_index(drop=True), spec, 0))
+        rows += [r | {"split": split} for r in part]
+    return rows
+
+
+def per_prompt_rows(
+    spec: RunSpec, policy: list[Row], reference: list[Row], annotations: pd.DataFrame
+) -> list[Row]:
+    """per_prompt.jsonl: one row per evaluation prompt with its split and the per-prompt values of the
+    metrics a report resamples (win rates, gold win rate and reward, KL, length)."""
+    from bench.data.toyworld.build import world_params
+    from bench.data.toyworld.process import gold_reward
+    from bench.judge.winrates import _preferences
+
+    alpha = world_params(spec).gold_alphas[0]
+
+    def gold(text: str) -> float:
+        return gold_reward(text, alpha)
+
+    wins = annotations.assign(win=_preferences(annotations)).groupby("prompt_id")["win"].mean()
+    columns = {
+        "win_rate": {k: float(v) for k, v in wins.items()},
+        "gold_win_rate": per_prompt(_pairwise(policy, reference, gold), lambda r: r["win"]),
+        "gold_reward_mean": per_prompt(policy, lambda r: gold(r["completion"])),
+        "kl_seq": per_prompt(policy, kl_exact),
+        "length_tokens_mean": per_prompt(policy, lambda r: r["n_tokens"]),
+    }
+    prompts = per_prompt(policy, lambda r: 0.0)
+    return [
+        {"prompt_id": pid, "split": prompt_split(pid)} | {m: col.get(pid) for m, col in columns.items()}
+        for pid in prompts
+    ]
 
 
 def lm_eval_metric_rows(flat: list[Row]) -> list[Row]:
@@ -283,6 +338,8 @@ def reference_metrics(spec: RunSpec, folder: Path) -> Path:
         reference, reference, world_params(spec).gold_alphas, e.bootstrap, e.ci_level, spec.seed
     )
     rows += [{"metric": m, "value": 0.5, "stderr": 0.0} for m in JUDGE_RATES]
+    rows += split_rows(spec, reference, reference, None)
+    rows += [{"metric": m, "value": 0.5, "stderr": 0.0, "split": sp} for sp in SPLITS for m in JUDGE_RATES]
     rows += lm_eval_metric_rows(lm_eval_rows(folder / "lm_eval.json"))
     atomic_write_jsonl(out, rows)
     return out

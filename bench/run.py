@@ -80,7 +80,12 @@ def _stage_functions(spec: RunSpec, run_dir: Path, policy: Path) -> dict[str, Ca
         pol, tok = load_causal_lm(policy, spec.model.dtype)
         ref, _ = load_causal_lm(reference_model_path(spec), spec.model.dtype)
         stats = offpolicy_logratios(pol, ref, tok, training_rows(spec), seed=spec.seed)
-        return run_metrics(spec, run_dir, reference_generations(spec), offpolicy=stats)
+        out = run_metrics(spec, run_dir, reference_generations(spec), offpolicy=stats)
+        if spec.logging.get("wandb"):
+            from bench.tracking import log_final_metrics
+
+            log_final_metrics(spec, run_dir, read_jsonl(out))
+        return out
 
     return {
         "train": lambda: run_train(spec, run_dir),

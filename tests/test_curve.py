@@ -16,11 +16,11 @@ def test_every_steps_gives_a_curve_from_the_reference_to_the_final_policy(tiny_r
     assert sorted(p.name for p in step_checkpoints_dir(spec).iterdir()) == ["step-000002"]
     curve = read_jsonl(run_dir / "curve.jsonl")
     by_step: dict[int, dict[str, float]] = {}
-    for row in curve:
+    for row in (r for r in curve if "split" not in r):  # all prompts; split rows are beside them
         by_step.setdefault(row["step"], {})[row["metric"]] = row["value"]
     assert sorted(by_step) == [0, 2, 4]
     assert by_step[0]["kl_seq"] == 0.0 and by_step[0]["win_rate"] == 0.5  # the reference itself
-    final = {r["metric"]: r["value"] for r in read_jsonl(run_dir / "metrics.jsonl")}
+    final = {r["metric"]: r["value"] for r in read_jsonl(run_dir / "metrics.jsonl") if "split" not in r}
     assert by_step[4]["kl_seq"] == final["kl_seq"]  # the run's own final metrics
     assert by_step[2]["kl_seq"] > 0
     for name in ("win_rate", "gold_win_rate", "kl_seq"):

@@ -161,12 +161,12 @@ def test_run_metrics_writes_every_row_with_intervals_and_offpolicy(spec: RunSpec
     (run_dir / "lm_eval.json").write_text(json.dumps({"results": {"toy_mc": {"acc,none": 0.5}}}))
     annotations = annotations_path(spec, run_dir)
     annotations.parent.mkdir(parents=True)
-    annotations.write_text(_annotations().to_json(orient="records"))
+    annotations.write_text(_annotations(prompts=6).to_json(orient="records"))
     offpolicy = {"offpolicy_pairs": 4.0}
     for name in ("offpolicy_logratio_chosen", "offpolicy_logratio_rejected", "offpolicy_margin_accuracy"):
         offpolicy |= {name: 0.25, f"{name}_stderr": 0.1}
     out = run_metrics(spec, run_dir, tmp_path / "ref.jsonl", offpolicy=offpolicy)
-    m = {r["metric"]: r for r in read_jsonl(out)}
+    m = {r["metric"]: r for r in read_jsonl(out) if "split" not in r}
     assert m["kl_seq"]["value"] == pytest.approx(np.mean([0.3 * (p % 3 + 2) for p in range(6)]))
     assert m["kl_seq"]["ci_low"] <= m["kl_seq"]["value"] <= m["kl_seq"]["ci_high"]
     assert m["gold_win_rate"]["ci_low"] <= m["gold_win_rate"]["ci_high"]
@@ -179,3 +179,18 @@ def test_run_metrics_writes_every_row_with_intervals_and_offpolicy(spec: RunSpec
     assert m["lm_eval/toy_mc/acc"]["value"] == 0.5
     assert {"kl_token_mean", "kl_token_k3_mean", "length_chars_ratio", "judge_length_slope"} <= set(m)
     assert all(r["stderr"] is None or isinstance(r["stderr"], float) for r in m.values())
+
+    # the same metrics per prompt split, and the per-prompt values the report resamples
+    from bench.splits import prompt_split
+
+    per_prompt = read_jsonl(run_dir / "per_prompt.jsonl")
+    assert [r["prompt_id"] for r in per_prompt] == list(range(6))
+    assert all(r["split"] == prompt_split(r["prompt_id"]) for r in per_prompt)
+    assert np.mean([r["win_rate"] for r in per_prompt]) == pytest.approx(m["win_rate"]["value"])
+    assert np.mean([r["kl_seq"] for r in per_prompt]) == pytest.approx(m["kl_seq"]["value"])
+    for split in ("val", "test"):
+        rows = {r["metric"]: r for r in read_jsonl(out) if r.get("split") == split}
+        mine = [r for r in per_prompt if r["split"] == split]
+        assert {"win_rate", "lc_win_rate", "kl_seq", "gold_win_rate"} <= set(rows)
+        assert rows["kl_seq"]["value"] == pytest.approx(np.mean([r["kl_seq"] for r in mine]))
+        assert rows["win_rate"]["value"] == pytest.approx(np.mean([r["win_rate"] for r in mine]))

@@ -10,7 +10,7 @@ from bench.config import load_spec
 from bench.errors import ConfigError
 from bench.records import read_json, read_jsonl
 from bench.run import STAGES, run_one
-from tests.helpers import tiny_overrides
+from tests.helpers import REPO, tiny_overrides, wandb_records
 
 
 def _mtimes(run_dir, spec) -> dict[str, int]:
@@ -45,7 +45,7 @@ def test_run_end_to_end_then_rerun_does_nothing(tiny_root) -> None:
     )
     assert all(k >= -1e-5 for g in gens for k in g["kl_steps"])
 
-    metrics = {r["metric"]: r for r in read_jsonl(run_dir / "metrics.jsonl")}
+    metrics = {r["metric"]: r for r in read_jsonl(run_dir / "metrics.jsonl") if "split" not in r}
     for name in (
         "win_rate",
         "lc_win_rate",
@@ -106,11 +106,38 @@ def test_failed_stage_is_recorded_with_its_error(tiny_root, tmp_path) -> None:
 
 
 def test_wandb_logging_is_one_key_and_offline_by_default(tiny_root, tmp_path, monkeypatch) -> None:
-    from bench.train import run_train
+    """Training curves (TRL's integration) and the final metrics go to one offline wandb run per run."""
+    from bench.tracking import wandb_run_id
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40 + "SECRETKEY")
     spec = load_spec(tiny_overrides(tiny_root, "study=wandb", "logging.wandb=true", "train.max_steps=2"))
-    run_train(spec, spec.run_dir())
-    runs = list((tmp_path / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
+    run_dir = run_one(spec)
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    run_id = wandb_run_id(spec, run_dir)
+    assert len(runs) == 2 and all(r.name.endswith(run_id) for r in runs)  # training, then final metrics
+    assert all(any(r.rglob("*.wandb")) for r in runs)
+    training = wandb_records(next(runs[0].glob("*.wandb")))
+    history = {
+        i.key or "/".join(i.nested_key)
+        for r in training
+        if r.WhichOneof("record_type") == "history"
+        for i in r.history.item
+    }
+    assert {"train/loss", "train/rewards/margins", "train/rewards/accuracies"} <= history
+    final = wandb_records(next(runs[1].glob("*.wandb")))
+    summary = {
+        u.key: json.loads(u.value_json)
+        for r in final
+        if r.WhichOneof("record_type") == "summary"
+        for u in r.summary.update
+    }
+    config = next(r.run.config for r in final if r.WhichOneof("record_type") == "run")
+    assert {u.key for u in config.update} >= {"loss", "train", "seed"}
+    metrics = {r["metric"]: r["value"] for r in read_jsonl(run_dir / "metrics.jsonl") if "split" not in r}
+    assert summary["final/win_rate"] == pytest.approx(metrics["win_rate"]) and "final/test/kl_seq" in summary
+    for path in [*run_dir.rglob("*"), *tmp_path.rglob("*")]:  # the key never lands in a file we write
+        if path.is_file() and path.stat().st_size < 5_000_000:
+            assert b"SECRETKEY" not in path.read_bytes(), path
+    assert not list(REPO.glob("wandb/offline-run-*" + run_id))  # WANDB_DIR respected

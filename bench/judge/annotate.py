@@ -178,6 +178,7 @@ def run_judge(
         import pandas as pd
 
     t0 = time.perf_counter()
+    log.info("judge %s: annotating %d policy/reference pairs ...", judge.name, len(outputs_1))
     extra = {} if fn is None else {"fn_completions": fn}
     with secrets_redacted():
         leaderboard, annotations = alpaca_eval.evaluate(

@@ -40,6 +40,12 @@ def _save(fig: Any, out: Path, name: str) -> list[Path]:
     return paths
 
 
+def _legend(ax: Any, **kwargs: Any) -> None:
+    """A legend only where something is labelled (a study without, e.g., length metrics draws none)."""
+    if ax.get_legend_handles_labels()[0] or kwargs.get("handles"):
+        ax.legend(**kwargs)
+
+
 def _reference_star(ax: Any, study: Study, x: str, y: str) -> None:
     if x in study.reference and y in study.reference:
         ax.scatter([study.reference[x]], [study.reference[y]], marker="*", s=160, color="black",
@@ -57,7 +63,9 @@ def plot_frontier(study: Study, out: Path) -> list[Path]:
             traced = False
             if not curves.empty:
                 for run_id in group["run_id"]:
-                    c = curves[(curves["run_id"] == run_id)]
+                    c = curves[curves["run_id"] == run_id]
+                    if "split" in c.columns:  # all prompts only (the split rows are beside them)
+                        c = c[c["split"].isna()]
                     wide = c.pivot_table(index="step", columns="metric", values="value")
                     if {"kl_seq", metric} <= set(wide.columns):
                         ax.plot(wide["kl_seq"], wide[metric], color=color, alpha=0.5, lw=1, marker=".")
@@ -69,9 +77,11 @@ def plot_frontier(study: Study, out: Path) -> list[Path]:
                     ax.plot(g["kl_seq"], g[metric], color=color, alpha=0.6)
         _reference_star(ax, study, "kl_seq", metric)
         ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+        ax.set_xscale("symlog", linthresh=1.0)  # variants' KL spans orders of magnitude; 0 stays on the axis
+        ax.set_xlim(left=0.0)
         ax.set(xlabel=KL_LABEL, ylabel=f"{metric.replace('_', ' ')} vs reference", title=title)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    _legend(axes[0], fontsize=8)
     fig.tight_layout()
     return _save(fig, out, "frontier")
 
@@ -86,7 +96,7 @@ def plot_judge_vs_gold(study: Study, out: Path) -> list[Path]:
     _reference_star(ax, study, "win_rate", "gold_win_rate")
     ax.set(xlabel="judged win rate", ylabel="gold win rate", title="Judge vs truth", xlim=(0, 1), ylim=(0, 1))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
     fig.tight_layout()
     return _save(fig, out, "judge_vs_gold")
 
@@ -94,16 +104,17 @@ def plot_judge_vs_gold(study: Study, out: Path) -> list[Path]:
 def plot_length(study: Study, out: Path) -> list[Path]:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 4.4))
-    for variant, group in study.runs.groupby("variant"):
+    for i, (variant, group) in enumerate(study.runs.groupby("variant")):
         if {"length_ratio", "win_rate"} <= set(group.columns):
-            ax.scatter(group["length_ratio"], group["win_rate"], label=f"{variant} (raw)")
+            ax.scatter(group["length_ratio"], group["win_rate"], color=f"C{i}", label=f"{variant} (raw)")
         if {"length_ratio", "lc_win_rate"} <= set(group.columns):
-            ax.scatter(group["length_ratio"], group["lc_win_rate"], marker="x", label=f"{variant} (LC)")
+            ax.scatter(group["length_ratio"], group["lc_win_rate"], color=f"C{i}", marker="x",
+                       label=f"{variant} (LC)")  # fmt: skip
     _reference_star(ax, study, "length_ratio", "win_rate")
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
     ax.set(xlabel="length / reference length", ylabel="win rate vs reference", title="Length and win rate")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    _legend(ax, fontsize=7)
     fig.tight_layout()
     return _save(fig, out, "length")
 
@@ -118,10 +129,13 @@ def plot_sensitivity(study: Study, out: Path) -> list[Path]:
             g = group[group["lr"] == lr].groupby("beta")[metric].mean().sort_index()
             ax.plot(g.index, g.values, marker="o", ls=style, label=f"{metric}, lr={lr:g}")
         ax.set_xscale("log")
+        betas = sorted(group["beta"].unique())
+        ax.set_xticks(betas, [f"{b:g}" for b in betas])
+        ax.minorticks_off()
         ax.axhline(0.5, color="grey", lw=0.8, ls=":")
         ax.set(xlabel="beta", ylabel="win rate (mean over seeds)", title=variant)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _legend(ax, fontsize=7)
     fig.tight_layout()
     return _save(fig, out, "sensitivity")
 
@@ -148,7 +162,7 @@ def plot_training(study: Study, out: Path) -> list[Path]:
         ax.set(xlabel="step", title=label)
         ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], color=c, label=v) for v, c in colors.items()]
-    axes[0].legend(handles=handles, fontsize=8)
+    _legend(axes[0], handles=handles, fontsize=8)
     fig.tight_layout()
     return _save(fig, out, "training")
 

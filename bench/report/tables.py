@@ -98,7 +98,8 @@ def best_table(study: Study, rule: SelectionRule, baseline: str | None, report_s
                 row[f"{report_split} {metric}"] = _interval(*mean_ci(prompts, metric))
         lc = f"{report_split}/lc_win_rate"
         if lc in runs.columns:
-            row[f"{report_split} lc_win_rate"] = _interval(*seed_t_interval(list(runs[lc])))
+            mean, low, high = seed_t_interval(list(runs[lc]))
+            row[f"{report_split} lc_win_rate"] = _interval(mean, max(low, 0.0), min(high, 1.0))  # a rate
         for task in ("lm_eval/toy_nll/nll_per_token", "lm_eval/toy_mc/acc"):
             if task in runs.columns and task in study.reference:
                 delta = float(runs[task].mean()) - float(study.reference[task])
@@ -111,7 +112,9 @@ def best_table(study: Study, rule: SelectionRule, baseline: str | None, report_s
                         f"{d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}], p={d['p_value']:.3f}"
                     )
         out.append(row)
-    return pd.DataFrame(out).fillna("")
+    table = pd.DataFrame(out).fillna("")
+    order = sorted(table["variant"], key=lambda v: (v != base, v))  # the baseline first, then by name
+    return table.set_index("variant").loc[order].reset_index()
 
 
 def _prompts(study: Study, best: pd.DataFrame, variant: str | None, split: str) -> pd.DataFrame:

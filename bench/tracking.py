@@ -1,0 +1,92 @@
+"""wandb: every run's training curves (TRL's own integration), config and final metrics in one wandb run, and
+a study's report as a wandb table. Offline unless the user sets WANDB_MODE=online (and WANDB_API_KEY in the
+environment, never in a config); `logging.wandb=false` turns it off.
+
+One wandb run per run folder: its id is derived from the run id and the folder, so the training (inside
+TRL) and the metrics stage (later, maybe in another process or after a requeue) write to the same run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from bench.config import RunSpec
+
+log = logging.getLogger(__name__)
+
+
+def enabled(spec: RunSpec) -> bool:
+    return bool(spec.logging.get("wandb"))
+
+
+def wandb_run_id(spec: RunSpec, run_dir: Path) -> str:
+    digest = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:8]
+    return f"{spec.run_id}-{digest}"[:120]
+
+
+def _settings(spec: RunSpec) -> dict[str, Any]:
+    return {
+        "project": spec.logging.get("wandb_project") or "dpo-bench",
+        "entity": spec.logging.get("wandb_entity"),
+        "group": spec.study,
+    }
+
+
+def training_env(spec: RunSpec, run_dir: Path) -> None:
+    """Point TRL's wandb integration at this run's wandb run (resumed after a requeue, not duplicated)."""
+    settings = _settings(spec)
+    os.environ["WANDB_PROJECT"] = settings["project"]
+    if settings["entity"]:
+        os.environ["WANDB_ENTITY"] = settings["entity"]
+    os.environ["WANDB_RUN_ID"] = wandb_run_id(spec, run_dir)
+    os.environ["WANDB_RESUME"] = "allow"
+    os.environ["WANDB_RUN_GROUP"] = spec.study
+    os.environ.setdefault("WANDB_MODE", "offline")
+
+
+def log_final_metrics(spec: RunSpec, run_dir: Path, rows: list[dict[str, Any]]) -> None:
+    """The run's config and final metrics (all prompts, and each split as '<split>/<metric>') as the wandb
+    run's summary. A wandb failure (e.g. online without network) is logged, never fails the run."""
+    from bench.records import scrub_secrets
+
+    try:
+        import wandb
+
+        os.environ.setdefault("WANDB_MODE", "offline")
+        run = wandb.init(
+            id=wandb_run_id(spec, run_dir),
+            resume="allow",
+            name=spec.run_id,
+            config=scrub_secrets(spec.config),
+            job_type="run",
+            **_settings(spec),
+        )
+        summary = {}
+        for row in rows:
+            name = f"{row['split']}/{row['metric']}" if row.get("split") else row["metric"]
+            if isinstance(row.get("value"), int | float):
+                summary[f"final/{name}"] = row["value"]
+        run.summary.update(summary)
+        run.finish()
+    except Exception as err:  # tracking is a side channel: the records on disk are the results
+        log.warning("wandb: could not log the final metrics of %s: %s", spec.run_id, err)
+
+
+def log_report(study: str, runs: pd.DataFrame, images: list[Path], project: str = "dpo-bench") -> str:
+    """The study's tidy table and plots as one wandb run (job type 'report'); returns its folder or URL."""
+    import wandb
+
+    os.environ.setdefault("WANDB_MODE", "offline")
+    run = wandb.init(project=project, group=study, name=f"report-{study}", job_type="report")
+    table = wandb.Table(dataframe=runs.astype(str))
+    run.log({"runs": table, **{p.stem: wandb.Image(str(p)) for p in images}})
+    where = str(run.url or run.dir)
+    run.finish()
+    return where
