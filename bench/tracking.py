@@ -12,7 +12,7 @@ import hashlib
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,16 +39,28 @@ def _settings(spec: RunSpec) -> dict[str, Any]:
     }
 
 
-def training_env(spec: RunSpec, run_dir: Path) -> None:
-    """Point TRL's wandb integration at this run's wandb run (resumed after a requeue, not duplicated)."""
-    settings = _settings(spec)
-    os.environ["WANDB_PROJECT"] = settings["project"]
-    if settings["entity"]:
-        os.environ["WANDB_ENTITY"] = settings["entity"]
-    os.environ["WANDB_RUN_ID"] = wandb_run_id(spec, run_dir)
-    os.environ["WANDB_RESUME"] = "allow"
-    os.environ["WANDB_RUN_GROUP"] = spec.study
-    os.environ.setdefault("WANDB_MODE", "offline")
+def _init(**kwargs: Any) -> Any:
+    """wandb.init with the environment's mode and folder passed explicitly: wandb reads its environment
+    variables once per process, and a worker process runs many runs."""
+    import wandb
+
+    mode = cast(Literal["online", "offline", "disabled", "shared"], os.environ.get("WANDB_MODE") or "offline")
+    return wandb.init(mode=mode, dir=os.environ.get("WANDB_DIR"), **kwargs)
+
+
+def start_training_run(spec: RunSpec, run_dir: Path) -> None:
+    """Open this run's wandb run before the trainer is built: TRL's integration then logs into it (it only
+    creates a run when none is active), resumed after a requeue rather than duplicated."""
+    from bench.records import scrub_secrets
+
+    _init(
+        id=wandb_run_id(spec, run_dir),
+        resume="allow",
+        name=spec.run_id,
+        config=scrub_secrets(spec.config),
+        job_type="run",
+        **_settings(spec),
+    )
 
 
 def log_final_metrics(spec: RunSpec, run_dir: Path, rows: list[dict[str, Any]]) -> None:
@@ -57,10 +69,7 @@ def log_final_metrics(spec: RunSpec, run_dir: Path, rows: list[dict[str, Any]]) 
     from bench.records import scrub_secrets
 
     try:
-        import wandb
-
-        os.environ.setdefault("WANDB_MODE", "offline")
-        run = wandb.init(
+        run = _init(
             id=wandb_run_id(spec, run_dir),
             resume="allow",
             name=spec.run_id,
@@ -83,8 +92,7 @@ def log_report(study: str, runs: pd.DataFrame, images: list[Path], project: str 
     """The study's tidy table and plots as one wandb run (job type 'report'); returns its folder or URL."""
     import wandb
 
-    os.environ.setdefault("WANDB_MODE", "offline")
-    run = wandb.init(project=project, group=study, name=f"report-{study}", job_type="report")
+    run = _init(project=project, group=study, name=f"report-{study}", job_type="report")
     table = wandb.Table(dataframe=runs.astype(str))
     run.log({"runs": table, **{p.stem: wandb.Image(str(p)) for p in images}})
     where = str(run.url or run.dir)

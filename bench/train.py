@@ -245,10 +245,10 @@ def _train_here(spec: RunSpec, run_dir: Path) -> Path:
         "identity": model_identity(ref_path),
         "cache_dir": spec.paths["refstats"],
     }
-    if spec.logging.get("wandb"):
-        from bench.tracking import training_env
+    if spec.logging.get("wandb") and is_main_process():
+        from bench.tracking import start_training_run
 
-        training_env(spec, run_dir)
+        start_training_run(spec, run_dir)
     args = DPOConfig(
         output_dir=str(trainer_dir(spec)),
         per_device_train_batch_size=t.batch_size // (t.grad_accum * t.processes),

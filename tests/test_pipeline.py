@@ -112,11 +112,14 @@ def test_wandb_logging_is_one_key_and_offline_by_default(tiny_root, tmp_path, mo
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40 + "SECRETKEY")
-    spec = load_spec(tiny_overrides(tiny_root, "study=wandb", "logging.wandb=true", "train.max_steps=2"))
+    first = load_spec(tiny_overrides(tiny_root, "study=wandb", "logging.wandb=true", "train.max_steps=2"))
+    run_one(first)  # a worker runs several runs in one process: each gets its own wandb run
+    spec = load_spec(tiny_overrides(tiny_root, "study=wandb", "logging.wandb=true", "train.max_steps=3"))
     run_dir = run_one(spec)
-    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
     run_id = wandb_run_id(spec, run_dir)
-    assert len(runs) == 2 and all(r.name.endswith(run_id) for r in runs)  # training, then final metrics
+    assert len(list((tmp_path / "wandb").glob(f"offline-run-*-{wandb_run_id(first, first.run_dir())}"))) == 2
+    runs = sorted((tmp_path / "wandb").glob(f"offline-run-*-{run_id}"))
+    assert len(runs) == 2  # training, then final metrics
     assert all(any(r.rglob("*.wandb")) for r in runs)
     training = wandb_records(next(runs[0].glob("*.wandb")))
     history = {

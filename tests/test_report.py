@@ -218,3 +218,23 @@ def test_published_comparison(study: Path, tmp_path: Path) -> None:
         "win_rate": 20.8,
         "arena_hard_win_rate": 16.6,
     }
+
+
+def test_report_logs_to_wandb_as_a_table(study: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from bench.report import tidy
+    from bench.tracking import log_report
+    from tests.helpers import wandb_records
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    write_report(study)
+    log_report("handmade", tidy(study), sorted((study / "report").glob("*.png")))
+    (run,) = (tmp_path / "wandb").glob("offline-run-*")
+    records = wandb_records(next(run.glob("*.wandb")))
+    logged = {  # an image logs nested keys (frontier/height, ...); the table logs 'runs'
+        (i.key or "/".join(i.nested_key)).split("/")[0]
+        for r in records
+        if r.WhichOneof("record_type") == "history"
+        for i in r.history.item
+    }
+    assert {"runs", "frontier", "training"} <= logged
