@@ -63,10 +63,20 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class DatasetSpec:
+    """toyworld: the embedded toy world (`world`); file / hf: preference rows read by bench.data.sources from
+    `path` (a file, a local dataset folder or a Hub id at `revision`) and normalised by bench.data.formats."""
+
     name: str
     source: str
-    train_path: str | None
-    world: dict[str, Any]
+    train_path: str | None = None
+    world: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
+    revision: str | None = None
+    train_split: str = "train"
+    test_split: str | None = None
+    format: str = "auto"
+    fields: dict[str, str] = field(default_factory=dict)
+    max_chars: int | None = None
 
 
 @dataclass(frozen=True)
@@ -223,7 +233,7 @@ def _typed(cls: type, data: Any, where: str) -> Any:
     kwargs = {}
     for name, f in fields.items():
         if name not in data:
-            if f.default is dataclasses.MISSING:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise ConfigError(
                     f"missing required key '{where}.{name}': set it in the YAML or as {where}.{name}=..."
                 )
@@ -293,6 +303,17 @@ def _check_ranges(spec: RunSpec) -> None:
         raise ConfigError("need eval.every_steps >= 0, eval.bootstrap >= 0 and 0 < eval.ci_level < 1")
     if not 0 <= t.warmup_ratio < 1:
         raise ConfigError(f"'train.warmup_ratio' must be in [0, 1), got {t.warmup_ratio}")
+    d = spec.dataset
+    from bench.data.formats import FORMATS
+
+    if d.source not in ("toyworld", "file", "hf"):
+        raise ConfigError(f"dataset.source={d.source!r}: use toyworld, file or hf")
+    if d.source in ("file", "hf") and not d.path:
+        raise ConfigError(f"dataset={d.name} reads its rows from dataset.path: set dataset.path=...")
+    if d.format not in FORMATS:
+        raise ConfigError(f"dataset.format={d.format!r}: use one of {', '.join(FORMATS)}")
+    if d.test_split is not None and d.test_split == d.train_split:
+        raise ConfigError(f"dataset.test_split equals dataset.train_split ({d.train_split!r}): never mix")
     if spec.model.source == "toyworld" and spec.dataset.source != "toyworld":
         raise ConfigError("model=toy speaks only the toy world's vocabulary: use it with dataset=toy")
     if spec.model.source == "toyworld" and spec.model.toy is None:

@@ -46,6 +46,10 @@ def preflight(spec: RunSpec) -> None:
 
     if spec.dataset.train_path:
         load_jsonl_rows(Path(spec.dataset.train_path))
+    elif spec.dataset.source in ("file", "hf"):  # read and validate every row now, not after model loading
+        from bench.data.preference import training_rows
+
+        training_rows(spec)
     if spec.train.accelerate_config and not Path(spec.train.accelerate_config).exists():
         raise ConfigError(
             f"train.accelerate_config={spec.train.accelerate_config}: no such file (an `accelerate config` "

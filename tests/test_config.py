@@ -9,20 +9,44 @@ import pytest
 from bench.config import GROUPS, RUN_ID_EXCLUDE, load_spec, options, signature
 from bench.errors import ConfigError
 
+TOY = ("toy", "toy_tiny")
+REQUIRED = {  # options with a required (???) key, and a value for it
+    ("model", "local"): ["model.path=/models/sft"],
+    ("dataset", "local"): ["dataset.path=/data/prefs.jsonl"],
+}
+
+
+def _fitting(model: str, dataset: str) -> list[str]:
+    return [
+        f"model={model}",
+        f"dataset={dataset}",
+        *REQUIRED.get(("model", model), []),
+        *REQUIRED.get(("dataset", dataset), []),
+    ]
+
 
 def test_every_option_of_every_group_composes() -> None:
-    """Each option of each group composes and validates with the defaults of the others."""
+    """Each option of each group composes and validates with the defaults of the others (the toy model only
+    with toy datasets: it speaks only their vocabulary)."""
     for group in GROUPS:
         assert options(group), f"conf/{group}/ has no options"
         for name in options(group):
-            extra = ["dataset=toy"] if group == "model" else []
+            extra = list(REQUIRED.get((group, name), []))
+            if group == "model":
+                extra += ["dataset=toy"]
+            if group == "dataset" and name not in TOY:
+                extra += _fitting("local", name)
             spec = load_spec([f"{group}={name}", *extra])
             assert spec.config["choices"][group] == name
 
 
 def test_all_model_dataset_combinations_that_fit_compose() -> None:
     for model, dataset in itertools.product(options("model"), options("dataset")):
-        spec = load_spec([f"model={model}", f"dataset={dataset}"])
+        if model in TOY and dataset not in TOY:
+            with pytest.raises(ConfigError, match="toy world's vocabulary"):
+                load_spec(_fitting(model, dataset))
+            continue
+        spec = load_spec(_fitting(model, dataset))
         assert spec.model.name == model and spec.dataset.name == dataset
 
 
@@ -71,7 +95,7 @@ def test_signature_drops_exactly_the_excluded_keys() -> None:
     ("overrides", "expected"),
     [
         (["loss=dpoo"], r"unknown loss option .dpoo.*Did you mean .dpo.*Available loss options: .*\bdpo\b"),
-        (["model=nope"], "Available model options: toy, toy_tiny"),
+        (["model=nope"], "Available model options: local, toy, toy_tiny"),
         (["loss.beta=0"], "loss.beta=0.*beta must be > 0"),
         (["loss.beta=-1"], "loss.beta=-1"),
         (["train.learning_rate=0"], "train.learning_rate.*must be > 0"),

@@ -92,12 +92,20 @@ def toy_labelled_rows(world: Path, seed: int) -> list[dict[str, str]]:
     return validate_rows(rows, str(world / "pairs.jsonl"))
 
 
-def training_rows(spec: RunSpec) -> list[dict[str, str]]:
-    """The run's training pairs, validated. Toy world: its own pairs, or dataset.train_path when set."""
-    if spec.dataset.train_path:
-        return load_jsonl_rows(Path(spec.dataset.train_path))
-    if spec.dataset.source == "toyworld":
+def training_rows(spec: RunSpec) -> list[dict[str, Any]]:
+    """The run's training pairs, validated. Toy world: its own pairs, or dataset.train_path when set; file and
+    hf datasets: the train split, normalised (bench.data.formats) with every bad row reported."""
+    d = spec.dataset
+    if d.train_path:
+        return load_jsonl_rows(Path(d.train_path))
+    if d.source == "toyworld":
         from bench.data.toyworld.build import ensure_world
 
         return toy_labelled_rows(ensure_world(spec), spec.seed)
-    raise ConfigError(f"dataset.source={spec.dataset.source!r} is not supported; use dataset=toy")
+    if d.source in ("file", "hf") and d.path:
+        from bench.data.formats import normalise
+        from bench.data.sources import read_split
+
+        rows = read_split(d.path, d.train_split, d.revision)
+        return normalise(rows, f"{d.path} [{d.train_split}]", d.format, d.fields, d.max_chars)
+    raise ConfigError(f"dataset.source={d.source!r} is not supported: use toyworld, file or hf")
