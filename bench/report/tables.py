@@ -108,8 +108,9 @@ def best_table(study: Study, rule: SelectionRule, baseline: str | None, report_s
             for metric in COMPARED:
                 if metric in prompts.columns:
                     d = paired_difference(prompts, base_prompts, metric)
+                    p = f"p={d['p_value']:.3f}" if d["p_value"] > 0 else "p<0.001"  # 1000 resamples
                     row[f"Δ {metric} vs {base} [95% CI], p"] = (
-                        f"{d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}], p={d['p_value']:.3f}"
+                        f"{d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}], {p}"
                     )
         out.append(row)
     table = pd.DataFrame(out).fillna("")
