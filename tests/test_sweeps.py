@@ -123,3 +123,11 @@ def test_status_corrects_what_a_run_folder_cannot_know(tmp_path) -> None:
     assert _array_tasks("12_3") == ["12_3"]
     assert _array_tasks("12_[3-5%2]") == ["12_3", "12_4", "12_5"]
     assert _array_tasks("12_[0,2-3]") == ["12_0", "12_2", "12_3"]
+
+
+def test_overrides_may_follow_flags(tiny_root) -> None:
+    out = _bench("sweep", str(REPO / "sweeps" / "toy_main.yaml"), "--dry-run", "train.max_steps=3")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "train.max_steps=3" in out.stdout and "12 run(s)" in out.stdout
+    bad = _bench("sweep", str(REPO / "sweeps" / "toy_main.yaml"), "--dry-run", "--bogus")
+    assert bad.returncode == 2 and "unrecognized arguments: --bogus" in bad.stderr
