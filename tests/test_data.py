@@ -51,7 +51,7 @@ def test_every_bad_row_is_named(tmp_path) -> None:
 def test_invalid_json_names_the_line(tmp_path) -> None:
     f = tmp_path / "broken.jsonl"
     _write(f, [{"prompt": "p", "chosen": " a", "rejected": " b"}, '{"prompt": "p", "chosen": '])
-    with pytest.raises(ConfigError, match=r"broken.jsonl: row 2 is not valid JSON"):
+    with pytest.raises(ConfigError, match=r"broken.jsonl: line 2 is not valid JSON"):
         load_jsonl_rows(f)
 
 

@@ -6,7 +6,6 @@ fixes a file once instead of once per crash.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,19 +56,11 @@ def validate_rows(rows: list[Any], source: str) -> list[dict[str, str]]:
 
 
 def load_jsonl_rows(path: Path) -> list[dict[str, str]]:
+    from bench.data.sources import read_jsonl_lines
+
     if not path.exists():
         raise ConfigError(f"dataset file {path} does not exist: check dataset.train_path")
-    rows: list[Any] = []
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            rows.append(None)
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            raise ConfigError(
-                f"{path}: row {n} is not valid JSON ({err.msg} at column {err.colno}); fix the line"
-            ) from err
+    rows = read_jsonl_lines(path, blank=None)  # a blank line is a bad row, reported by its line number
     if rows and all(r is None for r in rows):
         rows = []
     return validate_rows(rows, str(path))

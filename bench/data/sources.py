@@ -18,10 +18,14 @@ from bench.errors import ConfigError
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
-def _jsonl(path: Path) -> list[Any]:
+def read_jsonl_lines(path: Path, blank: Any = ...) -> list[Any]:
+    """One value per line; a bad line fails naming its line number. Blank lines are skipped, or kept as
+    `blank` when one is given (so row numbers stay line numbers)."""
     rows: list[Any] = []
     for n, line in enumerate(path.read_text().splitlines()):
         if not line.strip():
+            if blank is not ...:
+                rows.append(blank)
             continue
         try:
             rows.append(json.loads(line))
@@ -69,7 +73,7 @@ def _plain(value: Any) -> Any:
 def read_file(path: Path) -> list[Any]:
     if not path.exists():
         raise ConfigError(f"dataset file {path} does not exist: check dataset.path")
-    readers = {".jsonl": _jsonl, ".json": _json, ".parquet": _parquet}
+    readers = {".jsonl": read_jsonl_lines, ".json": _json, ".parquet": _parquet}
     if path.suffix not in readers:
         raise ConfigError(f"{path}: unknown file type {path.suffix!r}; use one of {', '.join(FILE_SUFFIXES)}")
     return readers[path.suffix](path)
