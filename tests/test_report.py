@@ -238,3 +238,16 @@ def test_report_logs_to_wandb_as_a_table(study: Path, tmp_path: Path, monkeypatc
         for i in r.history.item
     }
     assert {"runs", "frontier", "training"} <= logged
+
+
+def test_a_study_that_names_its_source_gets_the_published_comparison(study: Path) -> None:
+    (study / "study.json").write_text(
+        json.dumps({"study": "handmade", "source": {"file": "simpo_readme_v0.1", "setting": "Mistral-Base"}})
+    )
+    write_report(study)
+    table = pd.read_csv(study / "report" / "published.csv")
+    dpo = table[(table["method"] == "DPO") & (table["metric"] == "lc_win_rate")].iloc[0]
+    # ours: dpo's selected beta (1) on the test split, mean over seeds of 0.55 + 0.01 * seed, in percent
+    assert (dpo["published"], dpo["ours"], dpo["ours - published"]) == (15.1, 56.0, 40.9)
+    assert set(table["method"]) == {"DPO", "IPO"}  # only the variants the study ran
+    assert "Published comparison" in (study / "report" / "report.html").read_text()
