@@ -22,10 +22,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def enabled(spec: RunSpec) -> bool:
-    return bool(spec.logging.get("wandb"))
-
-
 def wandb_run_id(spec: RunSpec, run_dir: Path) -> str:
     digest = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:8]
     return f"{spec.run_id}-{digest}"[:120]

@@ -251,3 +251,11 @@ def test_a_study_that_names_its_source_gets_the_published_comparison(study: Path
     assert (dpo["published"], dpo["ours"], dpo["ours - published"]) == (15.1, 56.0, 40.9)
     assert set(table["method"]) == {"DPO", "IPO"}  # only the variants the study ran
     assert "Published comparison" in (study / "report" / "report.html").read_text()
+
+
+def test_an_unknown_selection_metric_fails_naming_the_choices(study: Path) -> None:
+    from bench.errors import ConfigError
+
+    expected = r"no metric 'lc_winrate' on the val split; --select one of: lc_win_rate"
+    with pytest.raises(ConfigError, match=expected):
+        write_report(study, SelectionRule("lc_winrate", "val"))

@@ -41,8 +41,12 @@ def _best_section(study: Study, rule: SelectionRule, baseline: str, out: Path) -
     report_split = next(s for s in SPLITS if s != rule.split)
     try:
         best = best_table(study, rule, baseline, report_split)
-    except KeyError as err:  # runs evaluated before the prompt splits existed
-        return Section("Best configuration per variant", f"Not available: {err.args[0]}")
+    except KeyError as err:
+        if str(err.args[0]).startswith("no metric"):  # a typo in --select: the user's to fix, not a note
+            from bench.errors import ConfigError
+
+            raise ConfigError(err.args[0]) from err
+        return Section("Best configuration per variant", f"Not available: {err.args[0]}")  # pre-split runs
     caption = (
         f"Best configuration per variant: {rule.describe()}; reported on the {report_split} prompts as mean "
         f"[95% interval] over seeds and prompts (two-level bootstrap; lc_win_rate: t interval over seeds). "
@@ -63,16 +67,15 @@ def _published_section(study: Study, rule: SelectionRule, out: Path) -> Section 
     ours: dict[str, dict[str, float]] = {}
     try:
         best = select_best(study.runs, rule)
-    except KeyError:
-        best = study.runs.groupby("variant").head(1)
+    except KeyError as err:  # runs evaluated before the prompt splits: no configuration can be chosen
+        return Section("Published comparison", f"Not available: {err.args[0]}")
     for _, sel in best.iterrows():
         runs = study.runs[study.runs["config_key"] == sel["config_key"]]
-        values = {}
-        for metric in ("win_rate", "lc_win_rate"):
-            column = f"{report_split}/{metric}" if f"{report_split}/{metric}" in runs else metric
-            if column in runs:
-                values[metric] = float(runs[column].mean())
-        ours[str(sel["variant"])] = values
+        ours[str(sel["variant"])] = {
+            m: float(runs[f"{report_split}/{m}"].mean())
+            for m in ("win_rate", "lc_win_rate")
+            if f"{report_split}/{m}" in runs
+        }
     table = comparison(source, ours)
     caption = f"Published figures ({source['file']}, setting {source.get('setting', 'all')}) beside ours."
     write_table(table, out, "published", caption)
@@ -93,8 +96,7 @@ def write_report(study_dir: Path, rule: SelectionRule | None = None, baseline: s
         atomic_write_text(out / "results.md", text)
         return text
     log.info("report %s: %d finished run(s), %d not finished", study.name, len(study.runs), len(study.notes))
-    frame, _ = collect(study_dir)
-    atomic_write_text(out / "runs.csv", frame.to_csv(index=False))
+    atomic_write_text(out / "runs.csv", study.with_reference().to_csv(index=False))
     grid = full_grid(study)
     write_table(grid, out, "results", GRID_NOTE)
     sections = [Section("All runs", GRID_NOTE, grid)]

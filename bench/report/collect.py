@@ -24,6 +24,12 @@ class Study:
     notes: list[str] = field(default_factory=list)  # runs not in the table, and why
     source: str | None = None  # the published comparison the study reproduces (study.json)
 
+    def with_reference(self) -> pd.DataFrame:
+        """The runs and, when the study has one, the reference model's row (variant 'reference')."""
+        if not self.reference:
+            return self.runs
+        return pd.concat([self.runs, pd.DataFrame([self.reference])], ignore_index=True)
+
 
 def metric_columns(folder: Path) -> dict[str, Any]:
     """metrics.jsonl as columns: '<metric>' for all prompts, '<split>/<metric>' per split, '<..>_se'."""
@@ -116,7 +122,4 @@ def _finished(folder: Path) -> bool:
 def collect(study_dir: Path) -> tuple[pd.DataFrame, list[str]]:
     """(one row per finished run plus the reference's row, notes on unfinished or failed runs)."""
     study = collect_study(study_dir)
-    frame = study.runs
-    if study.reference:
-        frame = pd.concat([frame, pd.DataFrame([study.reference])], ignore_index=True)
-    return frame, study.notes
+    return study.with_reference(), study.notes

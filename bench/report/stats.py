@@ -39,6 +39,12 @@ def select_best(runs: pd.DataFrame, rule: SelectionRule) -> pd.DataFrame:
     the rule's split is read, never the other one."""
     column = f"{rule.split}/{rule.metric}"
     if column not in runs.columns:
+        known = sorted(c.split("/", 1)[1] for c in runs.columns if c.startswith(f"{rule.split}/"))
+        known = [k for k in known if not k.endswith(("_se", "_ci_low", "_ci_high"))]
+        if known:
+            raise KeyError(
+                f"no metric {rule.metric!r} on the {rule.split} split; --select one of: {', '.join(known)}"
+            )
         raise KeyError(f"no {column} in the runs: their metrics predate the prompt splits (rerun metrics)")
     keys = [k for k in CONFIG_KEYS if k in runs.columns]
     grouped = runs.groupby(keys, dropna=False)[column].agg(["mean", "count"]).reset_index()

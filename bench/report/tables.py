@@ -56,9 +56,7 @@ def _interval(mean: float, low: float, high: float) -> str:
 
 
 def full_grid(study: Study) -> pd.DataFrame:
-    frame = study.runs
-    if study.reference:
-        frame = pd.concat([frame, pd.DataFrame([study.reference])], ignore_index=True)
+    frame = study.with_reference()
     shown = pd.DataFrame(
         {
             "variant": frame["variant"],
