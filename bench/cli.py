@@ -149,7 +149,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     """Expand and validate a study file; print its run table; run the runs that are not finished."""
     from bench.study import expand, run_state
 
+    from bench.launch import check_launcher
+
     data, runs = expand(Path(args.file), args.overrides)
+    check_launcher(runs)
     print(f"study {data['study']}: {str(data.get('question', '')).strip()}")
     print(f"{'run':52s} {'state':9s} overrides")
     todo = []

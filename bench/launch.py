@@ -126,9 +126,9 @@ SLURM_KEYS = {
 }  # fmt: skip
 
 
-def slurm_executor(launcher: dict[str, Any], folder: Path) -> submitit.SlurmExecutor:
-    """A submitit SlurmExecutor with the launcher config's resources; unknown or impossible keys fail here,
-    before anything is submitted."""
+def slurm_parameters(launcher: dict[str, Any]) -> dict[str, Any]:
+    """submitit's SlurmExecutor parameters from the launcher config; unknown or impossible keys fail here,
+    before anything is submitted (and without Slurm: a dry run on a laptop checks them too)."""
     unknown = sorted(set(launcher) - SLURM_KEYS)
     if unknown:
         raise ConfigError(f"launcher=slurm: unknown key(s) {unknown}; keys: {sorted(SLURM_KEYS)}")
@@ -137,11 +137,6 @@ def slurm_executor(launcher: dict[str, Any], folder: Path) -> submitit.SlurmExec
             raise ConfigError(f"launcher.{key}={launcher[key]} must be >= 1")
     if int(launcher["nodes"]) != 1:
         raise ConfigError("launcher.nodes must be 1: a run uses one node (its GPUs through train.processes)")
-    executor = submitit.SlurmExecutor(
-        folder=str(folder),
-        max_num_timeout=int(launcher["max_requeues"]),
-        python=launcher.get("python"),
-    )
     params: dict[str, Any] = {
         "time": int(launcher["time_min"]),
         "nodes": 1,
@@ -159,6 +154,25 @@ def slurm_executor(launcher: dict[str, Any], folder: Path) -> submitit.SlurmExec
     for key in ("partition", "account", "qos", "constraint"):
         if launcher.get(key):
             params[key] = str(launcher[key])
+    return params
+
+
+def slurm_executor(launcher: dict[str, Any], folder: Path) -> submitit.SlurmExecutor:
+    """A submitit SlurmExecutor with the launcher config's resources (bench.launch.slurm_parameters)."""
+    import shutil
+
+    params = slurm_parameters(launcher)
+    missing = [c for c in ("sbatch", "srun", "sacct") if shutil.which(c) is None]
+    if missing:  # submitit would say only 'Could not detect "srun"'
+        raise ConfigError(
+            f"launcher=slurm needs Slurm's commands on PATH ({', '.join(missing)} not found): submit from a "
+            "login node of the cluster, or start a single-node cluster here with bench/cluster/local_slurm.sh up"
+        )
+    executor = submitit.SlurmExecutor(
+        folder=str(folder),
+        max_num_timeout=int(launcher["max_requeues"]),
+        python=launcher.get("python"),
+    )
     executor.update_parameters(**params)
     return executor
 
@@ -172,6 +186,13 @@ def _check_processes(todo: list[PlannedRun], launcher: dict[str, Any]) -> None:
                 f"run {run.spec.run_id}: train.processes={processes} but launcher.gpus_per_node={gpus}: "
                 "one process per GPU at most"
             )
+
+
+def check_launcher(runs: list[PlannedRun]) -> None:
+    """The launcher settings of a study, checked with its runs (also by `bench sweep --dry-run`)."""
+    if runs and runs[0].spec.launcher.get("kind") == "slurm":
+        slurm_parameters(runs[0].spec.launcher)
+        _check_processes(runs, runs[0].spec.launcher)
 
 
 def submit(data: dict[str, Any], runs: list[PlannedRun], todo: list[PlannedRun]) -> list[str]:

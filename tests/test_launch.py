@@ -6,7 +6,7 @@ import pytest
 
 from bench.config import load_spec
 from bench.errors import ConfigError
-from bench.launch import slurm_executor, submit
+from bench.launch import slurm_executor, slurm_parameters, submit
 from bench.study import PlannedRun
 from tests.helpers import tiny_overrides
 
@@ -16,16 +16,21 @@ def _launcher(tiny_root, *extra: str) -> dict:  # type: ignore[no-untyped-def]
 
 
 def test_slurm_settings_are_checked_before_submission(tiny_root, tmp_path) -> None:
-    executor = slurm_executor(_launcher(tiny_root, "launcher.partition=gpu", "launcher.qos=high"), tmp_path)
-    params = executor.parameters
+    params = slurm_parameters(_launcher(tiny_root, "launcher.partition=gpu", "launcher.qos=high"))
     assert params["partition"] == "gpu" and params["qos"] == "high" and params["time"] == 240
     assert params["mem"] == "32GB" and params["array_parallelism"] == 32
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['partion'\]"):
-        slurm_executor(_launcher(tiny_root, "+launcher.partion=gpu"), tmp_path)
+        slurm_parameters(_launcher(tiny_root, "+launcher.partion=gpu"))
     with pytest.raises(ConfigError, match=r"launcher\.nodes must be 1"):
-        slurm_executor(_launcher(tiny_root, "launcher.nodes=2"), tmp_path)
+        slurm_parameters(_launcher(tiny_root, "launcher.nodes=2"))
     with pytest.raises(ConfigError, match=r"launcher\.time_min=0 must be >= 1"):
         slurm_executor(_launcher(tiny_root, "launcher.time_min=0"), tmp_path)
+
+
+def test_slurm_without_slurm_commands_says_how_to_get_them(tiny_root, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch, srun or sacct here
+    with pytest.raises(ConfigError, match=r"sbatch, srun, sacct not found.*local_slurm\.sh up"):
+        slurm_executor(_launcher(tiny_root), tmp_path)
 
 
 def test_more_processes_than_gpus_is_refused(tiny_root) -> None:

@@ -107,8 +107,14 @@ def test_study_runs_as_a_job_array_and_equals_the_local_launcher(slurm, tiny_roo
     for folder in (study_dir, local_dir):
         _wait("4 runs done", lambda f=folder: all(run_state(f / r)[0] == "done" for r in jobs), 600, 2)
 
-    status = _bench("status", "array4", "--results", str(tmp_path / "slurm" / "results"))
-    assert "4 done" in status.stdout and status.stdout.count("COMPLETED") == 4
+    # A run folder says done before its job's process has exited (submitit still writes the result and Python
+    # shuts down), so Slurm's COMPLETED, a hint beside the folder's state, can lag it by a few seconds.
+    def status_when_completed() -> subprocess.CompletedProcess[str] | None:
+        out = _bench("status", "array4", "--results", str(tmp_path / "slurm" / "results"))
+        return out if out.stdout.count("COMPLETED") == 4 else None
+
+    status = _wait("Slurm to record 4 COMPLETED jobs", status_when_completed, 120, 2)
+    assert "4 done" in status.stdout
     for run_id in jobs:
         assert _records(study_dir / run_id) == _records(local_dir / run_id), run_id
         assert read_json(study_dir / run_id / "status.json")["attempts"][0]["slurm_job"] == jobs[run_id]
