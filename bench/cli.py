@@ -147,11 +147,11 @@ def _run_local(specs: list[tuple[list[str], RunSpec]], stages: tuple[str, ...], 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Expand and validate a study file; print its run table; run the runs that are not finished."""
+    from bench.launch import check_launcher
     from bench.study import expand, run_state
 
-    from bench.launch import check_launcher
-
-    data, runs = expand(Path(args.file), args.overrides)
+    unavailable: list[str] | None = [] if args.dry_run else None
+    data, runs = expand(Path(args.file), args.overrides, unavailable)
     check_launcher(runs)
     print(f"study {data['study']}: {str(data.get('question', '')).strip()}")
     print(f"{'run':52s} {'state':9s} overrides")
@@ -163,6 +163,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         if state != "done":
             todo.append(run)
     print(f"{len(runs)} run(s), {len(runs) - len(todo)} finished, {len(todo)} to run")
+    if unavailable:
+        print(f"not checked on this machine ({len(unavailable)}); a submission needs them:")
+        print("\n".join(f"  - {line}" for line in unavailable))
     if args.dry_run or not todo:
         return _wait_for(runs) if args.wait and not args.dry_run else 0
     from bench.launch import submit

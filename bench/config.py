@@ -11,13 +11,24 @@ import dataclasses
 import difflib
 import hashlib
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from bench.errors import ConfigError
+from bench.specs import (  # noqa: F401  (re-exported: the spec types are part of this module's API)
+    DatasetSpec,
+    EvalSpec,
+    GenerationSpec,
+    LmEvalSpec,
+    LoraSpec,
+    LossSpec,
+    ModelSpec,
+    RunSpec,
+    ToyModelSpec,
+    TrainSpec,
+)
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = ("model", "dataset", "loss", "train", "eval", "launcher")
@@ -39,139 +50,6 @@ RUN_ID_EXCLUDE = (
 )
 # Documentation keys of a loss YAML: not hyperparameters.
 LOSS_META_KEYS = ("paper", "equation")
-
-
-@dataclass(frozen=True)
-class ToyModelSpec:
-    hidden: int
-    layers: int
-    heads: int
-    mlp: int
-    sft_steps: int
-    sft_batch: int
-    sft_lr: float
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    source: str
-    path: str | None
-    dtype: str
-    toy: ToyModelSpec | None = None
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """toyworld: the embedded toy world (`world`); file / hf: preference rows read by bench.data.sources from
-    `path` (a file, a local dataset folder or a Hub id at `revision`) and normalised by bench.data.formats."""
-
-    name: str
-    source: str
-    train_path: str | None = None
-    world: dict[str, Any] = field(default_factory=dict)
-    path: str | None = None
-    revision: str | None = None
-    train_split: str = "train"
-    test_split: str | None = None
-    format: str = "auto"
-    fields: dict[str, str] = field(default_factory=dict)
-    max_chars: int | None = None
-
-
-@dataclass(frozen=True)
-class LossSpec:
-    name: str
-    paper: str
-    equation: str
-    params: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class TrainSpec:
-    learning_rate: float
-    batch_size: int
-    grad_accum: int
-    epochs: float
-    max_steps: int
-    lr_scheduler: str
-    warmup_ratio: float
-    weight_decay: float
-    optimizer: str
-    max_length: int
-    bf16: bool
-    gradient_checkpointing: bool
-    logging_steps: int
-    threads: int
-    save_steps: int
-    processes: int
-    accelerate_config: str | None
-
-
-@dataclass(frozen=True)
-class GenerationSpec:
-    backend: str
-    max_new_tokens: int
-    temperature: float
-    top_k: int
-    top_p: float
-    batch_size: int
-
-
-@dataclass(frozen=True)
-class LmEvalSpec:
-    tasks: list[str]
-    limit: int | None
-    num_fewshot: int | None
-    apply_chat_template: bool
-    batch_size: int
-
-
-@dataclass(frozen=True)
-class EvalSpec:
-    samples_per_prompt: int
-    max_prompts: int | None
-    every_steps: int
-    generation: GenerationSpec
-    judge: str
-    judge_model: str | None
-    judge_batch_size: int
-    reference_outputs: str | None
-    alpaca_eval_gamed_csv: str | None
-    bootstrap: int
-    ci_level: float
-    lm_eval: LmEvalSpec
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """Everything one run needs; `config` keeps the resolved tree for the manifest and the run id."""
-
-    study: str
-    seed: int
-    model: ModelSpec
-    dataset: DatasetSpec
-    loss: LossSpec
-    train: TrainSpec
-    eval: EvalSpec
-    launcher: dict[str, Any]
-    paths: dict[str, str]
-    logging: dict[str, Any]
-    config: dict[str, Any] = field(repr=False)
-
-    @property
-    def run_id(self) -> str:
-        return run_id(self.config, self.loss.name, self.dataset.name)
-
-    def run_dir(self) -> Path:
-        return Path(self.paths["results"]) / self.study / self.run_id
-
-    def scratch_dir(self) -> Path:
-        return Path(self.paths["scratch"]) / self.study / self.run_id
-
-    def checkpoint_dir(self) -> Path:
-        """The trained policy (large: lives under paths.scratch, not in the run folder)."""
-        return self.scratch_dir() / "checkpoint"
 
 
 def options(group: str) -> list[str]:
@@ -198,18 +76,35 @@ def _check_group_choices(overrides: list[str]) -> None:
                     )
 
 
+def _hydra_ready() -> None:
+    """Initialise Hydra on conf/ once per process (not per compose: that halves the time of expanding a
+    study of hundreds of runs). Another owner of Hydra's global state (a @hydra.main app) is replaced."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    global _HYDRA_OWNED
+    hydra = GlobalHydra.instance()
+    if hydra.is_initialized() and _HYDRA_OWNED:
+        return
+    hydra.clear()
+    initialize_config_dir(config_dir=str(CONF_DIR), version_base=None)  # stays initialised (no `with`)
+    _HYDRA_OWNED = True
+
+
+_HYDRA_OWNED = False
+
+
 def compose(overrides: list[str] | None = None) -> DictConfig:
     """Compose conf/config.yaml with Hydra overrides; the choice of each group is kept under `choices`."""
     from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
     from hydra.errors import ConfigCompositionException
     from omegaconf.errors import ConfigKeyError
 
     overrides = list(overrides or [])
     _check_group_choices(overrides)
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
+        _hydra_ready()
+        cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
     except (ConfigCompositionException, ConfigKeyError) as err:
         cause = err.__cause__ or err
         raise ConfigError(f"cannot compose the config with overrides {overrides}: {cause}") from err
@@ -262,7 +157,9 @@ def _coerce(type_name: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"'{where}' must be a {base}, got {value!r} ({type(value).__name__})")
         return value
     if base.endswith("Spec"):
-        return _typed(globals()[base], value, where)
+        import bench.specs
+
+        return _typed(getattr(bench.specs, base), value, where)
     return value  # dicts and lists are checked by their consumers
 
 
@@ -314,10 +211,50 @@ def _check_ranges(spec: RunSpec) -> None:
         raise ConfigError(f"dataset.format={d.format!r}: use one of {', '.join(FORMATS)}")
     if d.test_split is not None and d.test_split == d.train_split:
         raise ConfigError(f"dataset.test_split equals dataset.train_split ({d.train_split!r}): never mix")
-    if spec.model.source == "toyworld" and spec.dataset.source != "toyworld":
+    _check_model(spec)
+
+
+MODEL_SOURCES = ("toyworld", "path", "hub", "gguf")
+ATTENTION = (None, "eager", "sdpa", "flash_attention_2", "flex_attention")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _check_model(spec: RunSpec) -> None:
+    m = spec.model
+    if m.source not in MODEL_SOURCES:
+        raise ConfigError(f"model.source={m.source!r}: use one of {', '.join(MODEL_SOURCES)}")
+    if m.source == "toyworld" and spec.dataset.source != "toyworld":
         raise ConfigError("model=toy speaks only the toy world's vocabulary: use it with dataset=toy")
-    if spec.model.source == "toyworld" and spec.model.toy is None:
+    if m.source == "toyworld" and m.toy is None:
         raise ConfigError("model.source=toyworld needs a model.toy section (see conf/model/toy.yaml)")
+    if m.source in ("path", "hub") and not m.path:
+        what = "a local checkpoint folder" if m.source == "path" else "a Hub id such as org/name"
+        raise ConfigError(f"model={m.name} (source {m.source}) needs model.path: {what}")
+    if m.source == "gguf" and not {"package", "file"} <= set(m.gguf):
+        raise ConfigError(f"model={m.name} (source gguf) needs model.gguf.package and model.gguf.file")
+    if m.revision is not None and m.source != "hub":
+        raise ConfigError(
+            f"model.revision is only meaningful for Hub models (model.source=hub), not {m.source}"
+        )
+    if m.dtype not in DTYPES:
+        raise ConfigError(f"model.dtype={m.dtype!r}: use one of {', '.join(DTYPES)}")
+    if m.attn_implementation not in ATTENTION:
+        raise ConfigError(
+            f"model.attn_implementation={m.attn_implementation!r}: use null (transformers' default) or "
+            "one of "
+            f"{', '.join(str(a) for a in ATTENTION[1:])}"
+        )
+    if m.chat_template not in ("auto", "none"):
+        raise ConfigError(f"model.chat_template={m.chat_template!r}: use auto (the tokenizer's) or none")
+    if (
+        m.lora is not None
+        and m.lora.enabled
+        and (m.lora.r < 1 or m.lora.alpha < 1 or not 0 <= m.lora.dropout < 1)
+    ):
+        raise ConfigError(
+            f"model.lora: need r >= 1, alpha >= 1 and 0 <= dropout < 1 (got r={m.lora.r}, "
+            f"alpha={m.lora.alpha}, dropout={m.lora.dropout})"
+        )
 
 
 def build_spec(cfg: DictConfig) -> RunSpec:

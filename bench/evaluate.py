@@ -55,14 +55,23 @@ def toy_task_config(name: str, world: Path) -> dict[str, Any]:
     data = world / "tasks" / f"{name}.jsonl"
     if not data.exists():
         raise ConfigError(f"the toy world at {world} has no {data.name}: rebuild it (delete the folder)")
-    cfg = load_task_yaml(name)
+    return _with_data(load_task_yaml(name), data)
+
+
+def _with_data(cfg: dict[str, Any], data: Path) -> dict[str, Any]:
     cfg["dataset_path"] = "json"
     cfg["dataset_kwargs"] = {"data_files": {"test": str(data)}}
     return cfg
 
 
-def check_tasks(names: list[str]) -> None:
-    """Fail on a task name that looks like ours (toy_*) but is not shipped, before anything is built.
+def shipped_task_config(name: str) -> dict[str, Any]:
+    """A shipped task for any model (not toy_*): its data ships beside the YAML, in bench/tasks/data/."""
+    return _with_data(load_task_yaml(name), TASKS_DIR / "data" / f"{name}.jsonl")
+
+
+def check_tasks(names: list[str], toy: bool = True) -> None:
+    """Fail on a task name that looks like ours (toy_*) but is not shipped, or a toy task without the toy
+    world, before anything is built.
 
     Only toy_* names are checked: checking others would mean indexing every built-in task, and lm-eval names
     an unknown one itself.
@@ -74,19 +83,31 @@ def check_tasks(names: list[str]) -> None:
                 f"unknown toy task {name!r} in eval.lm_eval.tasks; shipped toy tasks: {', '.join(shipped)} "
                 f"(YAML files in {TASKS_DIR})"
             )
+        if name.startswith(TOY_PREFIX) and not toy:
+            others = [t for t in shipped if not t.startswith(TOY_PREFIX)]
+            raise ConfigError(
+                f"eval.lm_eval.tasks has the toy task {name!r}, whose data comes from the toy world, but the "
+                f"dataset is not the toy world: use lm-eval tasks such as {', '.join(others)} (shipped) or "
+                "ifeval, arc_easy (built in; the hub or a local copy)"
+            )
 
 
 def resolve_tasks(spec: RunSpec) -> list[str | dict[str, Any]]:
     """The task list for lm-eval: config dicts for shipped tasks, names for everything else."""
     names = list(spec.eval.lm_eval.tasks)
-    check_tasks(names)
+    toy = spec.dataset.source == "toyworld"
+    check_tasks(names, toy)
     shipped = shipped_tasks()
-    tasks: list[str | dict[str, Any]] = list(names)
-    if any(name in shipped for name in names):
-        from bench.data.toyworld.build import ensure_world
+    tasks: list[str | dict[str, Any]] = []
+    for name in names:
+        if name not in shipped:
+            tasks.append(name)
+        elif name.startswith(TOY_PREFIX):
+            from bench.data.toyworld.build import ensure_world
 
-        world = ensure_world(spec)
-        tasks = [toy_task_config(n, world) if n in shipped else n for n in names]
+            tasks.append(toy_task_config(name, ensure_world(spec)))
+        else:
+            tasks.append(shipped_task_config(name))
     return tasks
 
 
@@ -142,13 +163,14 @@ def _configs(raw: dict[str, Any], requested: list[str | dict[str, Any]]) -> dict
     return configs
 
 
-def _make_lm(model_path: Path, dtype: str, batch_size: int) -> Any:
+def _make_lm(spec: RunSpec, model_path: Path, batch_size: int) -> Any:
     import torch
     from lm_eval.models.huggingface import HFLM
 
-    from bench.models import load_causal_lm
+    from bench.chat import adds_bos
+    from bench.models import load_model
 
-    model, tok = load_causal_lm(model_path, dtype)
+    model, tok = load_model(spec, model_path)
     if torch.cuda.is_available():
         model = model.to("cuda")  # HFLM leaves a passed-in model where it is
     # backend="causal": our toy_llama type is not in transformers' causal-LM name table (that would only cost
@@ -156,16 +178,8 @@ def _make_lm(model_path: Path, dtype: str, batch_size: int) -> Any:
     # per-model-type guesses cannot change it: False for the toy (the model never saw a BOS in training),
     # True for Llama-style tokenizers.
     return HFLM(
-        pretrained=model, tokenizer=tok, batch_size=batch_size, backend="causal", add_bos_token=_adds_bos(tok)
+        pretrained=model, tokenizer=tok, batch_size=batch_size, backend="causal", add_bos_token=adds_bos(tok)
     )
-
-
-def _adds_bos(tok: Any) -> bool:
-    """Whether the tokenizer puts its BOS in front of plain text (Llama-style tokenizers do)."""
-    if tok.bos_token_id is None:
-        return False
-    ids = tok.encode("a", add_special_tokens=True)
-    return bool(ids) and ids[0] == tok.bos_token_id
 
 
 def run_lm_eval(spec: RunSpec, run_dir: Path, model_path: Path) -> Path:
@@ -186,7 +200,7 @@ def run_lm_eval(spec: RunSpec, run_dir: Path, model_path: Path) -> Path:
 
     # Toy tasks arrive as complete dicts and need no index; built-in names need lm-eval's (about 16 s).
     manager = TaskManager(include_defaults=any(isinstance(t, str) for t in tasks))
-    lm = _make_lm(Path(model_path), spec.model.dtype, cfg.batch_size)
+    lm = _make_lm(spec, Path(model_path), cfg.batch_size)
     with _keep_global_rng():
         results = lm_eval.simple_evaluate(
             model=lm,

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from bench.chat import Prompt, encode_prompt, instruction_text, render_prompt, uses_chat_template
+from bench.prompts import heldout_prompts
 from bench.records import atomic_write_jsonl
 
 if TYPE_CHECKING:
@@ -27,32 +30,55 @@ def _batches(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+def left_pad(encoded: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) of token-id lists, left-padded: generation continues from the right."""
+    width = max(len(ids) for ids in encoded)
+    input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    for k, ids in enumerate(encoded):
+        if ids:
+            input_ids[k, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            mask[k, width - len(ids) :] = 1
+    return input_ids, mask
+
+
+def prompt_inputs(tokenizer: Any, prompts: Sequence[Prompt], chat: bool) -> tuple[list[str], list[list[int]]]:
+    """(what the judge is shown, token ids the model continues) of each prompt (bench.chat)."""
+    labels = [instruction_text(p) for p in prompts]
+    return labels, [encode_prompt(tokenizer, render_prompt(tokenizer, p, chat)) for p in prompts]
+
+
 @torch.no_grad()
 def sample(
     model: Any,
     tokenizer: Any,
-    prompts: list[str],
+    prompts: Sequence[Prompt],
     n_per_prompt: int,
     gen: GenerationSpec,
     seed: int,
     reference: Any | None = None,
     desc: str = "sampling",
+    chat: bool = False,
 ) -> list[dict[str, Any]]:
     """Ancestral samples, `n_per_prompt` per prompt, as rows with token ids and per-token statistics.
 
-    `logprobs` are the sampling model's log-probs at temperature 1 (the model's distribution, which KL needs),
-    whatever the decoding settings. With `reference`, rows also get `ref_logprobs` and `kl_steps`.
+    Prompts are strings or conversations; with `chat` they go through the tokenizer's chat template, and every
+    prompt gets exactly one BOS when the tokenizer uses one (bench.chat). A row's `prompt` is the instruction
+    text (what a judge is shown). `logprobs` are the sampling model's log-probs at temperature 1 (the model's
+    distribution, which KL needs), whatever the decoding settings. With `reference`, rows also get
+    `ref_logprobs` and `kl_steps`.
     """
     torch.manual_seed(seed)
-    tokenizer.padding_side = "left"  # decoder-only generation continues from the right end of each row
-    jobs = [(i, j, p) for i, p in enumerate(prompts) for j in range(n_per_prompt)]
+    labels, encoded = prompt_inputs(tokenizer, prompts, chat)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    jobs = [(i, j, labels[i]) for i in range(len(prompts)) for j in range(n_per_prompt)]
     rows: list[dict[str, Any]] = []
     batches = _batches(jobs, gen.batch_size)
     for b, batch in enumerate(batches):
-        enc = tokenizer([p for _, _, p in batch], return_tensors="pt", padding=True, add_special_tokens=False)
-        enc = {k: v.to(model.device) for k, v in enc.items()}
+        input_ids, attention = left_pad([encoded[i] for i, _, _ in batch], pad_id)
         out = model.generate(
-            **enc,
+            input_ids=input_ids.to(model.device),
+            attention_mask=attention.to(model.device),
             do_sample=True,
             temperature=gen.temperature,
             top_k=gen.top_k,
@@ -60,13 +86,13 @@ def sample(
             max_new_tokens=gen.max_new_tokens,
             output_logits=True,
             return_dict_in_generate=True,
-            pad_token_id=tokenizer.pad_token_id,
+            pad_token_id=pad_id,
             eos_token_id=tokenizer.eos_token_id,
         )
-        prompt_len = enc["input_ids"].shape[1]
+        prompt_len = input_ids.shape[1]
         logp = torch.stack(out.logits, dim=1).float().log_softmax(-1)  # (B, T, V), the model at T=1
         rows += score_rows(
-            batch, out.sequences, enc["attention_mask"], prompt_len, logp, tokenizer, reference
+            batch, out.sequences, attention.to(model.device), prompt_len, logp, tokenizer, reference
         )
         log.info("%s: batch %d/%d (%d sequences)", desc, b + 1, len(batches), len(rows))
     return rows
@@ -157,20 +183,11 @@ def _attention(sequences: torch.Tensor, prompt_mask: torch.Tensor, lengths: torc
     return torch.cat([prompt_mask.to(lengths.device), gen_mask.long()], dim=1)
 
 
-def heldout_prompts(spec: RunSpec) -> list[str]:
-    from bench.data.toyworld.build import ensure_world
-    from bench.records import read_jsonl
-
-    rows = read_jsonl(ensure_world(spec) / "heldout_prompts.jsonl")
-    prompts = [r["prompt"] for r in rows]
-    return prompts[: spec.eval.max_prompts] if spec.eval.max_prompts else prompts
-
-
 def reference_generations(spec: RunSpec) -> Path:
     """Reference samples on the held-out prompts, computed once and shared by every run of the study that
     has the same reference model, prompts, decoding and seed."""
     from bench.config import config_hash
-    from bench.models import load_causal_lm, reference_model_path
+    from bench.models import load_model, reference_model_path
     from bench.records import atomic_write_json, file_lock
 
     # Keyed by what determines the samples (model and data config, decoding, seed), not by where files live,
@@ -183,27 +200,32 @@ def reference_generations(spec: RunSpec) -> Path:
             "n": spec.eval.samples_per_prompt,
             "prompts": spec.eval.max_prompts,
             "seed": spec.seed,
+            **({"prompts_file": spec.eval.prompts} if spec.eval.prompts else {}),
         }
     )
     folder = Path(spec.paths["results"]) / spec.study / "_reference" / f"{spec.model.name}-s{spec.seed}-{key}"
     out = folder / "generations.jsonl"
     with file_lock(folder / ".lock"):
         if not out.exists():
-            model, tok = load_causal_lm(reference_model_path(spec), spec.model.dtype)
+            model, tok = load_model(spec, reference_model_path(spec))
+            prompts, chat = heldout_prompts(spec), uses_chat_template(tok, spec.model.chat_template)
             t0 = time.perf_counter()
             rows = sample(
                 model,
                 tok,
-                heldout_prompts(spec),
+                prompts,
                 spec.eval.samples_per_prompt,
                 spec.eval.generation,
                 seed=_eval_seed(spec),
                 desc="reference samples",
+                chat=chat,
             )
             seconds = time.perf_counter() - t0
             for r in rows:
                 r["ref_logprobs"], r["kl_steps"] = r["logprobs"], [0.0] * len(r["logprobs"])
-            atomic_write_json(folder / "generation.json", generation_record(spec, rows, seconds, "hf"))
+            example = render_prompt(tok, prompts[0], chat)
+            record = generation_record(spec, rows, seconds, "hf", example, chat)
+            atomic_write_json(folder / "generation.json", record)
             atomic_write_jsonl(out, rows)
     return out
 
@@ -223,13 +245,16 @@ def resolve_backend(name: str) -> str:
 
 
 def generation_record(
-    spec: RunSpec, rows: list[dict[str, Any]], seconds: float, backend: str
+    spec: RunSpec, rows: list[dict[str, Any]], seconds: float, backend: str, example: str, chat: bool
 ) -> dict[str, Any]:
-    """What generation.json records beside the samples: the decoding settings, and the throughput."""
+    """What generation.json records beside the samples: the decoding settings, the prompt format (whether the
+    chat template was applied, and the first prompt exactly as the model saw it), and the throughput."""
     tokens = sum(len(r["token_ids"]) for r in rows)
     decoding = {k: v for k, v in spec.config["eval"]["generation"].items() if k != "backend"}
     return {
         "backend": backend,
+        "chat_template": chat,
+        "prompt_example": example,
         "decoding": decoding,
         "seed": _eval_seed(spec),
         "samples_per_prompt": spec.eval.samples_per_prompt,
@@ -244,7 +269,7 @@ def generation_record(
 def run_generate(spec: RunSpec, run_dir: Path, policy_path: Path | None = None) -> Path:
     """generations.jsonl: policy samples with policy/reference log-probs and per-step exact KL, and
     generation.json (decoding settings, throughput). `policy_path` defaults to the run's checkpoint."""
-    from bench.models import load_causal_lm, reference_model_path
+    from bench.models import load_model, reference_model_path
     from bench.records import atomic_write_json
 
     out = run_dir / "generations.jsonl"
@@ -252,27 +277,30 @@ def run_generate(spec: RunSpec, run_dir: Path, policy_path: Path | None = None) 
         return out
     backend = resolve_backend(spec.eval.generation.backend)
     policy_path = policy_path or spec.checkpoint_dir()
-    reference, tok = load_causal_lm(reference_model_path(spec), spec.model.dtype)
+    reference, tok = load_model(spec, reference_model_path(spec))
+    prompts, chat = heldout_prompts(spec), uses_chat_template(tok, spec.model.chat_template)
     t0 = time.perf_counter()
     if backend == "vllm":
         from bench.generate_vllm import sample_vllm
 
-        rows = sample_vllm(policy_path, reference, tok, heldout_prompts(spec), spec, seed=_eval_seed(spec))
+        rows = sample_vllm(policy_path, reference, tok, prompts, spec, _eval_seed(spec), chat)
     else:
-        policy, tok = load_causal_lm(policy_path, spec.model.dtype)
+        policy, tok = load_model(spec, policy_path)
         t0 = time.perf_counter()
         rows = sample(
             policy,
             tok,
-            heldout_prompts(spec),
+            prompts,
             spec.eval.samples_per_prompt,
             spec.eval.generation,
             seed=_eval_seed(spec),
             reference=reference,
             desc="policy samples",
+            chat=chat,
         )
+    seconds, example = time.perf_counter() - t0, render_prompt(tok, prompts[0], chat)
     atomic_write_json(
-        run_dir / "generation.json", generation_record(spec, rows, time.perf_counter() - t0, backend)
+        run_dir / "generation.json", generation_record(spec, rows, seconds, backend, example, chat)
     )
     atomic_write_jsonl(out, rows)
     return out

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from bench.generate import score_rows
+from bench.chat import Prompt
+from bench.generate import left_pad, prompt_inputs, score_rows
 
 if TYPE_CHECKING:
     from bench.config import RunSpec
@@ -21,11 +22,17 @@ if TYPE_CHECKING:
 
 @torch.no_grad()
 def sample_vllm(
-    policy_path: Path, reference: Any, tokenizer: Any, prompts: list[str], spec: RunSpec, seed: int
+    policy_path: Path,
+    reference: Any,
+    tokenizer: Any,
+    prompts: list[Prompt],
+    spec: RunSpec,
+    seed: int,
+    chat: bool,
 ) -> list[dict[str, Any]]:
     from vllm import LLM, SamplingParams
 
-    from bench.models import load_causal_lm
+    from bench.models import load_model
 
     g = spec.eval.generation
     llm = LLM(model=str(policy_path), dtype=spec.model.dtype, seed=seed)
@@ -37,31 +44,28 @@ def sample_vllm(
         max_tokens=g.max_new_tokens,
         seed=seed,
     )
-    outputs = llm.generate(prompts, params)
+    # Token ids, not text: vLLM tokenising a templated prompt would add a second BOS (Llama 3).
+    labels, encoded = prompt_inputs(tokenizer, prompts, chat)
+    outputs = llm.generate([{"prompt_token_ids": ids} for ids in encoded], params)
     del llm  # free the GPU for the scoring models
     torch.cuda.empty_cache()
-    policy, _ = load_causal_lm(policy_path, spec.model.dtype)
-    tokenizer.padding_side = "left"
+    policy, _ = load_model(spec, policy_path)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     rows: list[dict[str, Any]] = []
-    jobs = [
-        (i, j, prompts[i], list(c.token_ids)) for i, o in enumerate(outputs) for j, c in enumerate(o.outputs)
-    ]
+    jobs = [(i, j, list(c.token_ids)) for i, o in enumerate(outputs) for j, c in enumerate(o.outputs)]
     for start in range(0, len(jobs), g.batch_size):
         batch = jobs[start : start + g.batch_size]
-        enc = tokenizer(
-            [p for _, _, p, _ in batch], return_tensors="pt", padding=True, add_special_tokens=False
-        )
+        prompt_ids, prompt_mask = left_pad([encoded[i] for i, _, _ in batch], pad)
         width = max(len(ids) for *_, ids in batch)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         completions = torch.full((len(batch), width), pad, dtype=torch.long)
         for k, (*_, ids) in enumerate(batch):
             completions[k, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        sequences = torch.cat([enc["input_ids"], completions], dim=1).to(policy.device)
-        prompt_len = enc["input_ids"].shape[1]
+        sequences = torch.cat([prompt_ids, completions], dim=1).to(policy.device)
+        prompt_len = prompt_ids.shape[1]
         # Left padding is masked; positions after a row's <eos> are never read before it (causal).
-        mask = torch.cat([enc["attention_mask"], torch.ones_like(completions)], dim=1).to(policy.device)
+        mask = torch.cat([prompt_mask, torch.ones_like(completions)], dim=1).to(policy.device)
         logits = policy(input_ids=sequences, attention_mask=mask).logits
         logp = logits[:, prompt_len - 1 : -1].float().log_softmax(-1)
-        jobs3 = [(i, j, p) for i, j, p, _ in batch]
-        rows += score_rows(jobs3, sequences, enc["attention_mask"], prompt_len, logp, tokenizer, reference)
+        named = [(i, j, labels[i]) for i, j, _ in batch]
+        rows += score_rows(named, sequences, prompt_mask, prompt_len, logp, tokenizer, reference)
     return rows

@@ -59,19 +59,29 @@ def _device(model: Any) -> torch.device:
     return next(model.parameters()).device
 
 
-def _encode_pair(tokenizer: Any, prompt: str, completion: str) -> tuple[list[int], list[int]]:
-    """(prompt ids, completion ids + <eos>) tokenised as TRL's DPOTrainer does for non-chat data.
+def _encode_pair(
+    tokenizer: Any, prompt: Any, completion: Any, chat: bool = False
+) -> tuple[list[int], list[int]]:
+    """(prompt ids, completion ids) tokenised as TRL's DPOTrainer does: plain rows as text with <eos> appended
+    to the completion; conversational rows (message lists) through the chat template.
 
-    The completion starts where the tokenised prompt and prompt + completion diverge, and ends with <eos>,
-    so the log-probs here score the same tokens as the training loss does.
+    The completion starts where the tokenised prompt and prompt + completion diverge, so the log-probs here
+    score the same tokens as the training loss does.
     """
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    full = tokenizer(prompt + completion, add_special_tokens=False)["input_ids"]
+    if isinstance(prompt, list):  # conversational (TRL's form): prompt turns, then one assistant message
+        if not chat:
+            raise ValueError("conversational preference rows need the tokenizer's chat template")
+        template = tokenizer.apply_chat_template
+        prompt_ids = list(template(prompt, tokenize=True, add_generation_prompt=True, return_dict=False))
+        full = list(template(prompt + completion, tokenize=True, return_dict=False))
+    else:
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        full = tokenizer(prompt + completion, add_special_tokens=False)["input_ids"]
     cut = 0
     while cut < min(len(prompt_ids), len(full)) and prompt_ids[cut] == full[cut]:
         cut += 1
     completion_ids = full[cut:]
-    if not completion_ids or completion_ids[-1] != tokenizer.eos_token_id:
+    if not isinstance(prompt, list) and (not completion_ids or completion_ids[-1] != tokenizer.eos_token_id):
         completion_ids = [*completion_ids, tokenizer.eos_token_id]
     return full[:cut], completion_ids
 
@@ -101,6 +111,7 @@ def offpolicy_logratios(
     max_pairs: int | None = 512,
     batch_size: int = 16,
     seed: int = 0,
+    chat: bool = False,
 ) -> dict[str, float]:
     """log pi/ref of the chosen and of the rejected completions of preference pairs; implicit-reward accuracy.
 
@@ -126,7 +137,11 @@ def offpolicy_logratios(
     try:
         for start in range(0, len(picked), batch_size):
             batch = [rows[i] for i in picked[start : start + batch_size]]
-            seqs = [_encode_pair(tokenizer, r["prompt"], r[k]) for k in ("chosen", "rejected") for r in batch]
+            seqs = [
+                _encode_pair(tokenizer, r["prompt"], r[k], chat)
+                for k in ("chosen", "rejected")
+                for r in batch
+            ]
             ratio = _completion_logps(policy, seqs, pad_id) - _completion_logps(reference, seqs, pad_id)
             chosen.append(ratio[: len(batch)])
             rejected.append(ratio[len(batch) :])

@@ -166,7 +166,7 @@ def slurm_executor(launcher: dict[str, Any], folder: Path) -> submitit.SlurmExec
     if missing:  # submitit would say only 'Could not detect "srun"'
         raise ConfigError(
             f"launcher=slurm needs Slurm's commands on PATH ({', '.join(missing)} not found): submit from a "
-            "login node of the cluster, or start a single-node cluster here with bench/cluster/local_slurm.sh up"
+            "login node of the cluster, or start a single-node cluster here: bench/cluster/local_slurm.sh up"
         )
     executor = submitit.SlurmExecutor(
         folder=str(folder),

@@ -147,6 +147,15 @@ def _pairwise(policy: list[Row], reference: list[Row], score: Callable[[str], fl
     return out
 
 
+def gold_alphas(spec: RunSpec) -> tuple[float, ...]:
+    """The gold reward's repetition weights: the toy world's; none elsewhere (no known true reward)."""
+    if spec.dataset.source != "toyworld":
+        return ()
+    from bench.data.toyworld.build import world_params
+
+    return tuple(world_params(spec).gold_alphas)
+
+
 def sample_metrics(
     rows: list[Row],
     reference: list[Row],
@@ -155,8 +164,11 @@ def sample_metrics(
     ci_level: float = 0.95,
     seed: int = 0,
 ) -> list[Row]:
-    """KL, length and (toy world) gold-reward metrics of one model's samples against the reference's."""
+    """KL, length and (toy world: `gold_alphas` non-empty) sentiment and gold-reward metrics of one model's
+    samples against the reference's."""
     from bench.data.toyworld.process import gold_reward, sentiment
+
+    gold_alphas = tuple(gold_alphas)
 
     out = _Rows(bootstrap, ci_level, seed)
     out.mean("kl_seq", per_prompt(rows, kl_exact))
@@ -178,7 +190,8 @@ def sample_metrics(
     out.ratio("length_ratio", per_prompt(rows, n_tokens), per_prompt(reference, n_tokens))
     out.ratio("length_chars_ratio", per_prompt(rows, n_chars), per_prompt(reference, n_chars))
     out.mean("finished_rate", per_prompt(rows, lambda r: float(r["finished"])))
-    out.mean("sentiment_mean", per_prompt(rows, lambda r: sentiment(r["completion"])))
+    if gold_alphas:  # the toy world's vocabulary
+        out.mean("sentiment_mean", per_prompt(rows, lambda r: sentiment(r["completion"])))
     for i, alpha in enumerate(gold_alphas):
         suffix = "" if i == 0 else f"_alpha{alpha:g}"
 
@@ -237,7 +250,6 @@ def run_metrics(
     offpolicy: bench.kl.offpolicy_logratios(policy, reference, tokenizer, training pairs), computed by the
     caller (it needs both models in memory); its three rows are added when given.
     """
-    from bench.data.toyworld.build import world_params
     from bench.evaluate import lm_eval_rows
     from bench.judge import annotations_path, load_annotations
 
@@ -247,9 +259,7 @@ def run_metrics(
     policy = read_jsonl(run_dir / "generations.jsonl")
     reference = read_jsonl(reference_generations)
     e = spec.eval
-    rows = sample_metrics(
-        policy, reference, world_params(spec).gold_alphas, e.bootstrap, e.ci_level, spec.seed
-    )
+    rows = sample_metrics(policy, reference, gold_alphas(spec), e.bootstrap, e.ci_level, spec.seed)
     annotations = load_annotations(annotations_path(spec, run_dir))
     rows += judge_metric_rows(_judge_metrics(annotations, spec))
     rows += split_rows(spec, policy, reference, annotations)
@@ -268,15 +278,13 @@ def split_rows(
     """The sample and judge metrics again on each prompt split (bench.splits), rows tagged "split": the
     report selects configurations on one split and reports them on the other. Standard errors only: the
     report's intervals come from per_prompt.jsonl, over seeds and prompts."""
-    from bench.data.toyworld.build import world_params
-
     rows: list[Row] = []
     for split in SPLITS:
         pol = [r for r in policy if prompt_split(r["prompt_id"]) == split]
         ref = [r for r in reference if prompt_split(r["prompt_id"]) == split]
         if not pol:
             continue
-        part = sample_metrics(pol, ref, world_params(spec).gold_alphas[:1])
+        part = sample_metrics(pol, ref, gold_alphas(spec)[:1])
         if annotations is not None:
             mask = annotations["prompt_id"].map(prompt_split) == split
             part += judge_metric_rows(_judge_metrics(annotations[mask].reset_index(drop=True), spec, 0))
@@ -289,23 +297,23 @@ def per_prompt_rows(
 ) -> list[Row]:
     """per_prompt.jsonl: one row per evaluation prompt with its split and the per-prompt values of the
     metrics a report resamples (win rates, gold win rate and reward, KL, length)."""
-    from bench.data.toyworld.build import world_params
     from bench.data.toyworld.process import gold_reward
     from bench.judge.winrates import _preferences
-
-    alpha = world_params(spec).gold_alphas[0]
-
-    def gold(text: str) -> float:
-        return gold_reward(text, alpha)
 
     wins = annotations.assign(win=_preferences(annotations)).groupby("prompt_id")["win"].mean()
     columns = {
         "win_rate": {k: float(v) for k, v in wins.items()},
-        "gold_win_rate": per_prompt(_pairwise(policy, reference, gold), lambda r: r["win"]),
-        "gold_reward_mean": per_prompt(policy, lambda r: gold(r["completion"])),
         "kl_seq": per_prompt(policy, kl_exact),
         "length_tokens_mean": per_prompt(policy, lambda r: r["n_tokens"]),
     }
+    alphas = gold_alphas(spec)
+    if alphas:
+
+        def gold(text: str) -> float:
+            return gold_reward(text, alphas[0])
+
+        columns["gold_win_rate"] = per_prompt(_pairwise(policy, reference, gold), lambda r: r["win"])
+        columns["gold_reward_mean"] = per_prompt(policy, lambda r: gold(r["completion"]))
     prompts = per_prompt(policy, lambda r: 0.0)
     return [
         {"prompt_id": pid, "split": prompt_split(pid)} | {m: col.get(pid) for m, col in columns.items()}
@@ -326,20 +334,26 @@ def lm_eval_metric_rows(flat: list[Row]) -> list[Row]:
 
 def reference_metrics(spec: RunSpec, folder: Path) -> Path:
     """metrics.jsonl of the reference model itself: the table's baseline row (win rates 0.5 by definition)."""
-    from bench.data.toyworld.build import world_params
     from bench.evaluate import lm_eval_rows
+    from bench.judge import annotations_path, load_annotations
 
     out = folder / "metrics.jsonl"
     if out.exists():
         return out
     reference = read_jsonl(folder / "generations.jsonl")
     e = spec.eval
-    rows = sample_metrics(
-        reference, reference, world_params(spec).gold_alphas, e.bootstrap, e.ci_level, spec.seed
-    )
-    rows += [{"metric": m, "value": 0.5, "stderr": 0.0} for m in JUDGE_RATES]
-    rows += split_rows(spec, reference, reference, None)
-    rows += [{"metric": m, "value": 0.5, "stderr": 0.0, "split": sp} for sp in SPLITS for m in JUDGE_RATES]
+    rows = sample_metrics(reference, reference, gold_alphas(spec), e.bootstrap, e.ci_level, spec.seed)
+    judged = annotations_path(spec, folder)
+    if judged.exists():  # judged against eval.reference_outputs (bench.run.evaluate_reference)
+        annotations = load_annotations(judged)
+        rows += judge_metric_rows(_judge_metrics(annotations, spec))
+        rows += split_rows(spec, reference, reference, annotations)
+    else:  # against itself: 1/2 by definition
+        rows += [{"metric": m, "value": 0.5, "stderr": 0.0} for m in JUDGE_RATES]
+        rows += split_rows(spec, reference, reference, None)
+        rows += [
+            {"metric": m, "value": 0.5, "stderr": 0.0, "split": sp} for sp in SPLITS for m in JUDGE_RATES
+        ]
     rows += lm_eval_metric_rows(lm_eval_rows(folder / "lm_eval.json"))
     atomic_write_jsonl(out, rows)
     return out

@@ -32,6 +32,7 @@ TRACKED_PACKAGES = (
     "alpaca_eval",
     "datasets",
     "accelerate",
+    "peft",
     "hydra-core",
     "submitit",
     "numpy",

@@ -37,26 +37,42 @@ def stage_outputs(spec: RunSpec, run_dir: Path) -> dict[str, list[Path]]:
     }
 
 
-def preflight(spec: RunSpec) -> None:
-    """Checks that need files but no compute: fail before any training on bad data or task names."""
+def preflight(spec: RunSpec, unavailable: list[str] | None = None) -> None:
+    """Checks that need files but no compute: fail before any training on bad data, prompts, models, judges
+    or task names. With `unavailable` (a dry run), what only this machine lacks (UnavailableError: a Hub
+    dataset or model not cached offline, an API key, another machine's file) is appended there instead of
+    raised, and every other check still runs."""
     from bench.data.preference import load_jsonl_rows
-    from bench.errors import ConfigError
+    from bench.errors import ConfigError, UnavailableError
     from bench.evaluate import check_tasks
     from bench.judge import check_judge
+    from bench.models import check_model
+    from bench.prompts import check_prompts
 
-    if spec.dataset.train_path:
-        load_jsonl_rows(Path(spec.dataset.train_path))
-    elif spec.dataset.source in ("file", "hf"):  # read and validate every row now, not after model loading
-        from bench.data.preference import training_rows
+    def data() -> None:
+        if spec.dataset.train_path:
+            load_jsonl_rows(Path(spec.dataset.train_path))
+        elif spec.dataset.source in (
+            "file",
+            "hf",
+        ):  # read and validate every row now, not after model loading
+            from bench.data.preference import training_rows
 
-        training_rows(spec)
+            training_rows(spec)
+
+    for check in (data, lambda: check_prompts(spec), lambda: check_model(spec), lambda: check_judge(spec)):
+        try:
+            check()
+        except UnavailableError as err:
+            if unavailable is None:
+                raise
+            unavailable.append(str(err))
     if spec.train.accelerate_config and not Path(spec.train.accelerate_config).exists():
         raise ConfigError(
             f"train.accelerate_config={spec.train.accelerate_config}: no such file (an `accelerate config` "
             "YAML for DDP, FSDP or DeepSpeed; null for plain DDP)"
         )
-    check_judge(spec)
-    check_tasks(spec.eval.lm_eval.tasks)
+    check_tasks(spec.eval.lm_eval.tasks, toy=spec.dataset.source == "toyworld")
 
 
 def _stage_functions(spec: RunSpec, run_dir: Path, policy: Path) -> dict[str, Callable[[], object]]:
@@ -75,15 +91,17 @@ def _stage_functions(spec: RunSpec, run_dir: Path, policy: Path) -> dict[str, Ca
     def metrics() -> object:
         """Metrics of the samples, judgments and lm-eval, plus the off-policy log-ratios on the training
         pairs (a secondary KL diagnostic that needs both models, so it is computed here, once)."""
+        from bench.chat import uses_chat_template
         from bench.data.preference import training_rows
         from bench.kl import offpolicy_logratios
-        from bench.models import load_causal_lm, reference_model_path
+        from bench.models import load_model, reference_model_path
 
         if (run_dir / "metrics.jsonl").exists():
             return run_dir / "metrics.jsonl"
-        pol, tok = load_causal_lm(policy, spec.model.dtype)
-        ref, _ = load_causal_lm(reference_model_path(spec), spec.model.dtype)
-        stats = offpolicy_logratios(pol, ref, tok, training_rows(spec), seed=spec.seed)
+        pol, tok = load_model(spec, policy)
+        ref, _ = load_model(spec, reference_model_path(spec))
+        chat = uses_chat_template(tok, spec.model.chat_template)
+        stats = offpolicy_logratios(pol, ref, tok, training_rows(spec), seed=spec.seed, chat=chat)
         out = run_metrics(spec, run_dir, reference_generations(spec), offpolicy=stats)
         if spec.logging.get("wandb"):
             from bench.tracking import log_final_metrics
@@ -102,15 +120,22 @@ def _stage_functions(spec: RunSpec, run_dir: Path, policy: Path) -> dict[str, Ca
 
 
 def evaluate_reference(spec: RunSpec) -> Path:
-    """The reference model's own row: lm-eval and metrics beside its shared samples (once per study)."""
+    """The reference model's own row: lm-eval and metrics beside its shared samples (once per study). Judged
+    against eval.reference_outputs when that is set (the SFT row of an AlpacaEval table); against itself its
+    win rates are 1/2 by definition."""
     from bench.evaluate import run_lm_eval
     from bench.generate import reference_generations
+    from bench.judge import run_judge
     from bench.metrics import reference_metrics
     from bench.models import reference_model_path
     from bench.records import file_lock
 
-    folder = reference_generations(spec).parent
+    samples = reference_generations(spec)
+    folder = samples.parent
     with file_lock(folder / ".lock"):
+        if spec.eval.reference_outputs:
+            rows = read_jsonl(samples)
+            run_judge(spec, folder, rows, rows)
         run_lm_eval(spec, folder, reference_model_path(spec))
         reference_metrics(spec, folder)
     return folder
@@ -150,7 +175,14 @@ def _run_stages(
 ) -> Path:
     policy = policy or spec.checkpoint_dir()
     expected = STAGES if policy == spec.checkpoint_dir() else EVAL_STAGES
-    extra = {"study": spec.study, "policy": str(policy), **(manifest_extra or {})}
+    from bench.models import describe_model
+
+    extra = {
+        "study": spec.study,
+        "policy": str(policy),
+        "model": describe_model(spec),
+        **(manifest_extra or {}),
+    }
     write_manifest(run_dir, run_dir.name, spec.config, extra)
     status = Status(run_dir)
     status.begin_attempt(entered)

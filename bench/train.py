@@ -51,6 +51,9 @@ def _trainer_class() -> type:
 
         def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
             dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+            from bench.tokens import single_bos
+
+            dataset = single_bos(dataset, processing_class)
             if self.variant.needs_kl_pairs:
                 from bench.klpairs import add_kl_completions
 
@@ -214,7 +217,8 @@ def _train_here(spec: RunSpec, run_dir: Path) -> Path:
     from trl import DPOConfig
 
     from bench.data.preference import training_rows
-    from bench.models import load_causal_lm, reference_model_path
+    from bench.errors import ConfigError
+    from bench.models import load_model, reference_model_path
     from bench.refcache import model_identity
     from bench.train_state import (
         is_main_process,
@@ -231,6 +235,12 @@ def _train_here(spec: RunSpec, run_dir: Path) -> Path:
     partial_log = run_dir / "train_log.jsonl.partial"  # renamed once the checkpoint is in place
     t0 = time.perf_counter()
     t = spec.train
+    if t.bf16 and not torch.cuda.is_available():
+        raise ConfigError(
+            "train.bf16=true on a machine without a GPU: on CPU bf16 autocast is 3.5-9x slower and changes "
+            "the "
+            "learning dynamics (shared/notes/ENVIRONMENT.md); set train.bf16=false, or run on a GPU node"
+        )
     if t.threads > 0:
         torch.set_num_threads(t.threads)
     resume = last_complete_checkpoint(trainer_dir(spec))
@@ -239,10 +249,12 @@ def _train_here(spec: RunSpec, run_dir: Path) -> Path:
     variant = build_loss(spec.loss.name, spec.loss.params)
     rows = training_rows(spec)
     ref_path = reference_model_path(spec)
-    policy, tokenizer = load_causal_lm(ref_path, spec.model.dtype)
+    policy, tokenizer = load_model(spec, ref_path)
     policy.train()
     refstats: dict[str, Any] = {
-        "identity": model_identity(ref_path),
+        # the weights and the precision they run in: fp32 and bf16 reference log-probs differ
+        "identity": model_identity(ref_path)
+        + ("" if spec.model.dtype == "float32" else f"-{spec.model.dtype}"),
         "cache_dir": spec.paths["refstats"],
     }
     if spec.logging.get("wandb") and is_main_process():
@@ -286,6 +298,7 @@ def _train_here(spec: RunSpec, run_dir: Path) -> Path:
     trainer = _trainer_class()(
         model=policy,
         ref_model=None,
+        peft_config=_lora_config(spec),
         variant=variant,
         refstats=refstats,
         args=args,
@@ -315,6 +328,24 @@ def _train_here(spec: RunSpec, run_dir: Path) -> Path:
         partial_log.replace(run_dir / "train_log.jsonl")
         shutil.rmtree(trainer_dir(spec), ignore_errors=True)
     return checkpoint
+
+
+def _lora_config(spec: RunSpec) -> Any:
+    """peft's LoraConfig from model.lora, or None (full fine-tuning). With LoRA the reference is the frozen
+    base (the adapters start at zero, so the precomputed reference log-probs are the base model's)."""
+    lora = spec.model.lora
+    if lora is None or not lora.enabled:
+        return None
+    from peft import LoraConfig
+
+    targets = lora.target_modules if isinstance(lora.target_modules, str) else list(lora.target_modules)
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+    )
 
 
 def _worker_main(run_dir: str) -> None:

@@ -137,7 +137,12 @@ def publish_final(trainer: Any, tokenizer: Any, checkpoint: Path) -> None:
     if trainer.accelerator.is_main_process and staging.exists():
         shutil.rmtree(staging)  # left by a run killed while saving
     trainer.accelerator.wait_for_everyone()
-    trainer.save_model(str(staging))
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "merge_and_unload"):  # peft (model.lora): save the merged full model, which evaluation,
+        if trainer.accelerator.is_main_process:  # lm-eval and vLLM load like any checkpoint
+            model.merge_and_unload().save_pretrained(str(staging))
+    else:
+        trainer.save_model(str(staging))
     if trainer.accelerator.is_main_process:
         tokenizer.save_pretrained(str(staging))
         if checkpoint.exists():

@@ -46,3 +46,55 @@ def wandb_records(path: Path) -> list[Any]:
             record.ParseFromString(partial)
             records.append(record)
     return records
+
+
+WORDS = (
+    "red blue green yellow purple orange black white name a colour I like trains the capital of is".split()
+)
+
+
+def make_text_model(folder: Path, bos: str = "none") -> Path:
+    """A 1-layer Llama with a byte-level BPE tokenizer and a chat template, saved to `folder`.
+
+    bos="none": the tokenizer adds no BOS and the template writes none (like Qwen, SmolLM2);
+    bos="llama3": the tokenizer prepends <s> to plain text AND the template starts with {{ bos_token }}, like
+    Llama 3, so tokenising the rendered template with special tokens gives two BOS."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    texts = [" ".join(WORDS[i:] + WORDS[:i]) for i in range(len(WORDS))] * 4
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<unk>", "<s>", "</s>", "<pad>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=320, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(texts, trainer)
+    if bos == "llama3":
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tok.token_to_id("<s>"))]
+        )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+    start = "{{ bos_token }}" if bos == "llama3" else ""
+    fast.chat_template = (
+        start + "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}</s>{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+    )
+    config = LlamaConfig(
+        vocab_size=len(fast),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,  # long enough for AlpacaEval's judge template
+        bos_token_id=fast.bos_token_id,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder

@@ -16,7 +16,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from bench.config import RunSpec, load_spec
 from bench.errors import ConfigError
-from bench.evaluate import lm_eval_rows, load_task_yaml, run_lm_eval, shipped_tasks
+from bench.evaluate import lm_eval_rows, load_task_yaml, run_lm_eval, shipped_task_config, shipped_tasks
 from bench.records import read_json, read_jsonl
 
 World = tuple[RunSpec, Path]
@@ -51,7 +51,9 @@ def evaluated(world: World, tmp_path_factory: pytest.TempPathFactory) -> Evaluat
 
 
 def test_shipped_task_yamls_load() -> None:
-    assert shipped_tasks() == ["toy_mc", "toy_nll"]
+    assert shipped_tasks() == ["tiny_facts", "toy_mc", "toy_nll"]
+    facts = shipped_task_config("tiny_facts")  # data ships beside the YAML, for any model
+    assert Path(facts["dataset_kwargs"]["data_files"]["test"]).is_file()
     nll, mc = load_task_yaml("toy_nll"), load_task_yaml("toy_mc")
     assert nll["task"] == "toy_nll" and nll["output_type"] == "loglikelihood"
     assert callable(nll["process_results"])  # `!function utils.process_results` resolved next to the YAML

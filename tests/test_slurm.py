@@ -171,11 +171,12 @@ def test_preempted_job_requeues_and_resumes_without_redoing_stages(slurm, tiny_r
 
 
 def test_job_past_its_time_limit_requeues_and_resumes(slurm, tiny_root, tmp_path) -> None:
-    # 1500 steps take ~45 s of training alone here, more than one 1-minute attempt holds with start-up and
-    # evaluation. Slurm checks time limits every ~30 s, so an attempt is signalled 15-60 s after it starts
-    # and trains a few hundred steps: the run needs several attempts.
+    # 3000 steps take 60-90 s of training alone here (45 s on an idle machine for 1500 was too close to one
+    # attempt: a run once finished inside its first minute), more than one 1-minute attempt holds with
+    # start-up and evaluation. Slurm checks time limits every ~30 s, so an attempt is signalled 45-75 s after
+    # it starts: the run needs several attempts.
     limits = ("launcher.time_min=1", "launcher.signal_delay_s=15", "launcher.max_requeues=15")
-    _, run_dir = _long_run(tmp_path, "timeout", 1500, *limits)
+    _, run_dir = _long_run(tmp_path, "timeout", 3000, *limits)
     _wait("the run done", lambda: run_state(run_dir)[0] == "done", 900, 2)
     status = _status(run_dir)
     assert len(status["attempts"]) >= 2
@@ -183,7 +184,7 @@ def test_job_past_its_time_limit_requeues_and_resumes(slurm, tiny_root, tmp_path
     assert "this job is timed-out" in logs
     assert read_json(run_dir / "train_info.json")["resumed_from_step"] is not None
     steps = [r["step"] for r in read_jsonl(run_dir / "train_log.jsonl") if "loss" in r]
-    assert steps == list(range(50, 1501, 50))
+    assert steps == list(range(50, 3001, 50))
 
 
 def test_cancelled_job_shows_as_cancelled_and_resubmission_picks_it_up(slurm, tiny_root, tmp_path) -> None:

@@ -18,8 +18,9 @@ import time
 import torch
 
 from bench.config import load_spec
-from bench.generate import heldout_prompts, sample
+from bench.generate import sample
 from bench.models import load_causal_lm, reference_model_path
+from bench.prompts import heldout_prompts
 
 
 def bare_generate(model, tok, prompts: list[str], n: int, gen) -> int:  # type: ignore[no-untyped-def]
@@ -72,7 +73,8 @@ def main() -> None:
         )
         policy, tok = load_causal_lm(spec.checkpoint_dir())
         reference, _ = load_causal_lm(reference_model_path(spec))
-        prompts, n, gen = heldout_prompts(spec), spec.eval.samples_per_prompt, spec.eval.generation
+        prompts = [str(p) for p in heldout_prompts(spec)]  # the toy world's: plain strings
+        n, gen = spec.eval.samples_per_prompt, spec.eval.generation
         calls = {"forward": 0}
         policy.register_forward_hook(lambda *a: calls.__setitem__("forward", calls["forward"] + 1))
         sample(policy, tok, prompts, n, gen, seed=0, reference=reference)

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.errors import ConfigError
+from bench.errors import ConfigError, UnavailableError
 
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 
@@ -72,15 +72,30 @@ def _plain(value: Any) -> Any:
 
 def read_file(path: Path) -> list[Any]:
     if not path.exists():
-        raise ConfigError(f"dataset file {path} does not exist: check dataset.path")
+        raise UnavailableError(f"dataset file {path} does not exist: check dataset.path")
     readers = {".jsonl": read_jsonl_lines, ".json": _json, ".parquet": _parquet}
     if path.suffix not in readers:
         raise ConfigError(f"{path}: unknown file type {path.suffix!r}; use one of {', '.join(FILE_SUFFIXES)}")
     return readers[path.suffix](path)
 
 
+PACKAGE_SCHEME = "pkg://"  # data shipped inside the bench package: a path that is the same on every machine
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+
+
+def resolve_source(source: str) -> str:
+    """`pkg://data/shipped/x` -> the folder inside the installed package; anything else unchanged. The config
+    keeps the pkg:// form, so a run id does not depend on where the project is checked out."""
+    return (
+        str(PACKAGE_DIR / source.removeprefix(PACKAGE_SCHEME))
+        if source.startswith(PACKAGE_SCHEME)
+        else source
+    )
+
+
 def read_split(source: str, split: str, revision: str | None = None) -> list[Any]:
-    """Rows of one split: `source` is a file, a local dataset folder or a Hub id."""
+    """Rows of one split: `source` is a file, a local dataset folder, a pkg:// folder or a Hub id."""
+    source = resolve_source(source)
     path = Path(source)
     if path.is_file() or path.suffix in FILE_SUFFIXES:
         return read_file(path)
@@ -96,5 +111,5 @@ def read_split(source: str, split: str, revision: str | None = None) -> list[Any
     except (FileNotFoundError, ConnectionError, OSError) as err:
         offline = " (HF_HUB_OFFLINE is set: download it once online, or point dataset.path at local files)"
         hint = offline if datasets.config.HF_HUB_OFFLINE else ""
-        raise ConfigError(f"dataset {source!r} could not be loaded{hint}: {err}") from err
+        raise UnavailableError(f"dataset {source!r} could not be loaded{hint}: {err}") from err
     return [_plain(r) for r in data]

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.errors import ConfigError
+from bench.errors import ConfigError, UnavailableError
 from bench.judge.api import check_api_judge, secrets_redacted
 from bench.judge.references import (
     alpaca_eval_instructions,
@@ -37,14 +38,25 @@ def check_judge(spec: RunSpec) -> None:
     an API judge's key, package and endpoint), and the reference-outputs file and gamed csv are readable.
     Which prompts the reference file must cover is known only after generation: run_judge checks that."""
     judge = resolve_judge(spec.eval.judge)
-    if judge.kind == "ours":
-        check_our_judge(judge, spec)
-    else:
-        check_api_judge(judge.name, judge.config)
+    checks: list[Callable[[], object]] = [
+        lambda: (
+            check_our_judge(judge, spec)
+            if judge.kind == "ours"
+            else check_api_judge(judge.name, judge.config)
+        )
+    ]
     if spec.eval.reference_outputs:
-        load_reference_outputs(spec.eval.reference_outputs)
+        checks.append(lambda: load_reference_outputs(str(spec.eval.reference_outputs)))
     if spec.eval.alpaca_eval_gamed_csv:
-        load_gamed_csv(spec.eval.alpaca_eval_gamed_csv)
+        checks.append(lambda: load_gamed_csv(str(spec.eval.alpaca_eval_gamed_csv)))
+    missing: list[str] = []  # what this machine lacks: reported together, after every other check ran
+    for check in checks:
+        try:
+            check()
+        except UnavailableError as err:
+            missing.append(str(err))
+    if missing:
+        raise UnavailableError("; ".join(missing))
 
 
 def annotations_path(spec: RunSpec, run_dir: Path) -> Path:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from bench.errors import ConfigError
+from bench.errors import ConfigError, UnavailableError
 
 CONNECT_TIMEOUT_S = 3.0
 # Where the decoders read keys from; their values are masked in logs and errors while a judge runs.
@@ -100,7 +100,7 @@ def check_endpoint(url: str, where: str, timeout: float = CONNECT_TIMEOUT_S) -> 
         with socket.create_connection((parts.hostname, port), timeout=timeout):
             pass
     except OSError as err:
-        raise ConfigError(
+        raise UnavailableError(
             f"the judge's endpoint {where}={url!r} is unreachable ({parts.hostname}:{port}: "
             f"{type(err).__name__}: {err}). Start the OpenAI-compatible server first, fix {where}, or "
             "unset it to use api.openai.com."
@@ -129,7 +129,7 @@ def check_api_judge(name: str, config: Path) -> None:
             import torch
 
             if not _has_package("vllm") or not torch.cuda.is_available():
-                raise ConfigError(
+                raise UnavailableError(
                     f"eval.judge={name!r} uses vllm_local_completions: it needs vllm installed and a GPU; "
                     "on this machine use eval.judge=local_lm"
                 )
@@ -137,7 +137,7 @@ def check_api_judge(name: str, config: Path) -> None:
         variables, packages = _DECODERS.get(decoder, ((), ()))
         missing = [p for p in packages if not _has_package(p)]
         if missing:
-            raise ConfigError(
+            raise UnavailableError(
                 f"eval.judge={name!r} ({decoder}) needs the packages {missing}: pip install them"
             )
         client_config = _client_config_path() if decoder == "openai_completions" else None
@@ -154,7 +154,7 @@ def check_api_judge(name: str, config: Path) -> None:
                 if decoder == "openai_completions"
                 else ""
             )
-            raise ConfigError(
+            raise UnavailableError(
                 f"eval.judge={name!r} calls an API ({decoder}) but no key is set: export "
                 f"{' or '.join(variables)}{extra} before the run.{local}"
             )

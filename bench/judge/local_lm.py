@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bench.errors import ConfigError
+from bench.errors import ConfigError, UnavailableError
 
 if TYPE_CHECKING:
     import torch
@@ -55,7 +55,8 @@ def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
         where = (
             "a local folder" if Path(path).exists() else "not a local folder (offline, hub ids cannot load)"
         )
-        raise ConfigError(f"eval.judge_model={path!r} ({where}): cannot load its tokenizer: {err}") from err
+        error = ConfigError if Path(path).exists() else UnavailableError  # a Hub id offline: not here
+        raise error(f"eval.judge_model={path!r} ({where}): cannot load its tokenizer: {err}") from err
 
 
 def answer_token_ids(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:

@@ -21,7 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.errors import ConfigError
+from bench.errors import ConfigError, UnavailableError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,7 +35,9 @@ def load_reference_outputs(path: str | Path) -> list[dict[str, str]]:
     """Rows {instruction, output, generator?} of a JSON list or JSONL file; ConfigError naming file, row."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"eval.reference_outputs={str(path)!r} does not exist (a JSON list or JSONL file)")
+        raise UnavailableError(
+            f"eval.reference_outputs={str(path)!r} does not exist (a JSON list or JSONL file)"
+        )
     text = path.read_text()
     try:
         if text.lstrip().startswith("["):
@@ -95,7 +97,9 @@ def load_gamed_csv(path: str | Path) -> pd.DataFrame:
 
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"eval.alpaca_eval_gamed_csv={str(path)!r} does not exist (a local df_gamed.csv)")
+        raise UnavailableError(
+            f"eval.alpaca_eval_gamed_csv={str(path)!r} does not exist (a local df_gamed.csv)"
+        )
     try:
         df = pd.read_csv(path)
     except (ValueError, OSError) as err:

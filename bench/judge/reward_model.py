@@ -1,7 +1,9 @@
 """A reward model as a pairwise judge (eval.judge=reward_model): Bradley-Terry on its scalar rewards.
 
 eval.judge_model is a sequence classifier with one output (AutoModelForSequenceClassification, num_labels=1),
-e.g. a trained RLHF reward model. It scores (instruction, output) for both outputs of a pair, and
+e.g. a trained RLHF reward model, or with two (a binary classifier such as the DPO paper's IMDb sentiment
+model siebert/sentiment-roberta-large-english), whose reward is the log-odds of label 1 (logit_1 - logit_0).
+It scores (instruction, output) for both outputs of a pair, and
 P(output_2 wins) = sigmoid(r2 - r1); the judge answers the soft preference 1 + P as text, which the
 annotator's eval_parser reads back. sigmoid(-x) = 1 - sigmoid(x), so AlpacaEval's random swap of the two
 outputs (mapped back with 3 - x) changes nothing beyond rounding.
@@ -41,10 +43,17 @@ def check(spec: RunSpec) -> None:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as err:
         raise ConfigError(f"eval.judge_model={path!r}: cannot load its config: {err}") from err
-    if getattr(config, "num_labels", None) != 1:
+    architectures = getattr(config, "architectures", None) or []
+    if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
         raise ConfigError(
-            f"eval.judge=reward_model needs a sequence classifier with one output (num_labels=1); "
-            f"eval.judge_model={path!r} has num_labels={getattr(config, 'num_labels', None)}"
+            f"eval.judge=reward_model needs a sequence classifier (num_labels=1 for a reward model, 2 for a "
+            f"binary classifier); eval.judge_model={path!r} is a {', '.join(architectures)}"
+        )
+    if getattr(config, "num_labels", None) not in (1, 2):
+        raise ConfigError(
+            f"eval.judge=reward_model needs a sequence classifier with one output (a reward) or two (a "
+            "binary "
+            f"classifier); eval.judge_model={path!r} has num_labels={getattr(config, 'num_labels', None)}"
         )
 
 
@@ -88,9 +97,9 @@ class RewardModelJudge:
             model = AutoModelForSequenceClassification.from_pretrained(
                 self.model_path, dtype="auto" if cuda else torch.float32
             ).eval()
-            if model.config.num_labels != 1:
+            if model.config.num_labels not in (1, 2):
                 raise ConfigError(
-                    f"eval.judge_model={self.model_path!r} has {model.config.num_labels} outputs, not 1"
+                    f"eval.judge_model={self.model_path!r} has {model.config.num_labels} outputs, not 1 or 2"
                 )
             # batches need padding, and the classifier finds each row's last token by the pad id
             if tok.pad_token_id is None:
@@ -120,7 +129,8 @@ class RewardModelJudge:
             rows = order[start : start + self.batch_size]
             enc = tok([texts[i] for i in rows], return_tensors="pt", padding=True, add_special_tokens=special)
             with torch.no_grad():
-                logits = model(**{k: v.to(device) for k, v in enc.items()}).logits[:, 0]
+                logits = model(**{k: v.to(device) for k, v in enc.items()}).logits
+                logits = logits[:, 0] if logits.shape[1] == 1 else logits[:, 1] - logits[:, 0]
             for row, value in zip(rows, logits.float().cpu().tolist(), strict=True):
                 out[row] = float(value)
         return out

@@ -63,6 +63,18 @@ class ToyJudge:
         }
 
 
+def check(spec: RunSpec) -> None:
+    """The toy judge scores the toy world's sentiment words: refuse it on any other data."""
+    from bench.errors import ConfigError
+
+    if spec.dataset.source != "toyworld":
+        raise ConfigError(
+            f"eval.judge=toy scores the toy world's vocabulary, but dataset={spec.dataset.name}: use "
+            "eval.judge=local_lm or reward_model (with eval.judge_model), or an AlpacaEval annotator "
+            "(e.g. weighted_alpaca_eval_gpt4_turbo); eval=chat and eval=alpaca_eval2 set one up"
+        )
+
+
 def make_fn_completions(spec: RunSpec) -> ToyJudge:
     """The judge of the run's world: lambda and tau come from dataset.world (bench.data.toyworld.build)."""
     from bench.data.toyworld.build import world_params

@@ -76,6 +76,14 @@ def _published_section(study: Study, rule: SelectionRule, out: Path) -> Section 
             for m in ("win_rate", "lc_win_rate")
             if f"{report_split}/{m}" in runs
         }
+        if "beta" in runs and runs["beta"].notna().any():  # the selection's beta (a beta scan's answer)
+            ours[str(sel["variant"])]["best_beta"] = float(runs["beta"].dropna().iloc[0])
+    if study.reference:  # the SFT row: judged against eval.reference_outputs when that was set
+        ours["reference"] = {
+            m: float(study.reference[f"{report_split}/{m}"])
+            for m in ("win_rate", "lc_win_rate")
+            if f"{report_split}/{m}" in study.reference and study.reference[f"{report_split}/{m}"] != 0.5
+        }
     table = comparison(source, ours)
     caption = f"Published figures ({source['file']}, setting {source.get('setting', 'all')}) beside ours."
     write_table(table, out, "published", caption)

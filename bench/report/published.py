@@ -4,7 +4,8 @@
 
 and analysis/published/<file>.csv holds the published figures, one per row, with the columns
 source (citation), setting, method (our variant name), method_published (the paper's label), metric (our
-metric name), value, unit ('percent' or 'fraction'), note. The comparison puts the published value, ours
+metric name), value, unit ('percent', 'fraction', or 'value' for a number shown as is, such as best_beta: the
+beta of the variant's selected configuration), note. The comparison puts the published value, ours
 (the variant's selected configuration on the report split, in the published unit) and the difference side by
 side.
 """
@@ -21,6 +22,7 @@ from bench.errors import ConfigError
 
 PUBLISHED_DIR = Path(__file__).resolve().parent.parent.parent / "analysis" / "published"
 COLUMNS = ("source", "setting", "method", "method_published", "metric", "value", "unit", "note")
+UNITS = ("percent", "fraction", "value")
 
 
 def load_published(name: str, folder: Path = PUBLISHED_DIR) -> pd.DataFrame:
@@ -32,9 +34,9 @@ def load_published(name: str, folder: Path = PUBLISHED_DIR) -> pd.DataFrame:
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise ConfigError(f"{path}: missing column(s) {missing}; a published CSV has {list(COLUMNS)}")
-    bad = frame[~frame["unit"].isin(["percent", "fraction"])]
+    bad = frame[~frame["unit"].isin(UNITS)]
     if not bad.empty:
-        raise ConfigError(f"{path} row {int(bad.index[0]) + 2}: unit must be 'percent' or 'fraction'")
+        raise ConfigError(f"{path} row {int(bad.index[0]) + 2}: unit must be one of {', '.join(UNITS)}")
     return frame
 
 
@@ -52,7 +54,7 @@ def comparison(
         if value is None or (isinstance(value, float) and math.isnan(value)):
             continue
         scale = 100.0 if pub["unit"] == "percent" else 1.0
-        digits = 1 if scale == 100 else 3
+        digits = 1 if scale == 100 else 2 if pub["unit"] == "value" else 3
         mine, published = float(value) * scale, float(pub["value"])
         rows.append(
             {

