@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 def _prompt_file(path: Path) -> list[Prompt]:
     if not path.is_file():
         raise UnavailableError(
-            f"eval.prompts={str(path)!r} does not exist: a JSON list or JSONL file of {{instruction}} rows, e.g. "
-            "AlpacaEval's alpaca_eval_gpt4_baseline.json from the Hub dataset tatsu-lab/alpaca_eval"
+            f"eval.prompts={str(path)!r} does not exist: a JSON list or JSONL file of {{instruction}} rows, "
+            "e.g. AlpacaEval's alpaca_eval_gpt4_baseline.json from the Hub dataset tatsu-lab/alpaca_eval"
         )
     text = path.read_text()
     try:

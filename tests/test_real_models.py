@@ -1,5 +1,5 @@
-"""Real (non-toy) models through the whole pipeline, offline: a Hub id served from a Hugging Face cache the test
-writes, revision pinning, the chat template with exactly one BOS, LoRA, the dataset's test prompts, an
+"""Real (non-toy) models through the whole pipeline, offline: a Hub id served from a Hugging Face cache the
+test writes, revision pinning, the chat template with exactly one BOS, LoRA, the dataset's test prompts, an
 AlpacaEval-style reference outputs file (for the runs and for the reference row), the shipped lm-eval task,
 and the checks that fail before compute."""
 
@@ -129,11 +129,11 @@ def test_evaluation_prompts_come_from_the_test_split_or_a_file(
     local = tmp_path / "prefs.jsonl"
     local.write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}) + "\n")
     no_test = load_spec(_hub(tmp_path, judge, "dataset=local", f"dataset.path={local}"))
-    with pytest.raises(ConfigError, match="no test split.*eval.prompts"):
+    with pytest.raises(ConfigError, match=r"no test split.*eval.prompts"):
         heldout_prompts(no_test)
-    with pytest.raises(ConfigError, match="toy task 'toy_nll'.*not the toy world"):
+    with pytest.raises(ConfigError, match=r"toy task 'toy_nll'.*not the toy world"):
         preflight(load_spec(_hub(tmp_path, judge, "eval.lm_eval.tasks=[toy_nll]")))
-    with pytest.raises(ConfigError, match="eval.judge=toy scores the toy world's vocabulary"):
+    with pytest.raises(ConfigError, match=r"eval.judge=toy scores the toy world's vocabulary"):
         preflight(load_spec(_hub(tmp_path, judge, "eval.judge=toy")))
 
 
@@ -143,7 +143,7 @@ def test_bf16_on_a_cpu_is_refused_before_any_model_loads(tmp_path: Path) -> None
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     spec = load_spec(tiny_overrides(tmp_path, "train.bf16=true"))
-    with pytest.raises(ConfigError, match="train.bf16=true on a machine without a GPU"):
+    with pytest.raises(ConfigError, match=r"train.bf16=true on a machine without a GPU"):
         run_train(spec, spec.run_dir())
     assert not spec.checkpoint_dir().exists()
 
