@@ -298,9 +298,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
         hint = f" Did you mean {' or '.join(near)}?" if near else ""
         raise ConfigError(f"no {group} option {args.name!r}.{hint} Options: {', '.join(names)}")
     for name in [args.name] if args.name else names:
-        data = yaml.safe_load((CONF_DIR / group / f"{name}.yaml").read_text()) or {}
-        if group != "loss":
-            print(name)
+        text = (CONF_DIR / group / f"{name}.yaml").read_text()
+        data = yaml.safe_load(text) or {}
+        if group != "loss":  # the option's name and the first line of its header comment
+            first = next((line[1:].strip() for line in text.splitlines() if line.startswith("#")), "")
+            print(f"{name:24s} {first}".rstrip())
             continue
         params = {k: v for k, v in data.items() if k not in (*LOSS_META_KEYS, "defaults")}
         hyper = ", ".join(f"{k}={v}" for k, v in params.items())

@@ -47,7 +47,7 @@ def test_smollm2_trains_generates_is_judged_and_lm_evaluated(tmp_path: Path) -> 
         [
             *base,
             "eval=chat",
-            f"eval.judge_model={checkpoint}",
+            "eval.judge_model=reference",  # itself
             "eval.max_prompts=4",
             "eval.samples_per_prompt=2",
             "eval.generation.max_new_tokens=24",

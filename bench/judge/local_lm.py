@@ -42,6 +42,10 @@ def judge_model_path(spec: RunSpec) -> str:
             f"eval.judge={spec.eval.judge} needs eval.judge_model=<model folder> (or a hub id where the hub "
             "is reachable)"
         )
+    if spec.eval.judge_model == "reference":  # the run's own SFT model as the judge (a plumbing check)
+        from bench.models import reference_model_path
+
+        return str(reference_model_path(spec))
     return spec.eval.judge_model
 
 
