@@ -194,7 +194,8 @@ def reference_generations(spec: RunSpec) -> Path:
     # so a study whose cache or results folder moves keeps its reference samples.
     key = config_hash(
         {
-            "model": spec.config["model"],
+            # LoRA settings shape the policy, not the reference: runs with and without adapters share samples
+            "model": {k: v for k, v in spec.config["model"].items() if k != "lora"},
             "dataset": spec.config["dataset"],
             "generation": spec.config["eval"]["generation"] | {"batch_size": None},
             "n": spec.eval.samples_per_prompt,

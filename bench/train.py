@@ -319,6 +319,7 @@ def _train_here(spec: RunSpec, run_dir: Path) -> Path:
     publish_final(trainer, tokenizer, checkpoint)
     if is_main_process():
         info = {
+            "reference_model": str(ref_path),  # the resolved folder (a Hub snapshot names its commit)
             "reference_logps": refstats,
             "seconds": time.perf_counter() - t0,
             "resumed_from_step": resume[1] if resume else None,
