@@ -40,9 +40,8 @@ def render_prompt(tokenizer: Any, prompt: Prompt, chat: bool) -> str:
         return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
     if not isinstance(prompt, str):
         raise ConfigError(
-            "a chat-format prompt needs a chat template: the tokenizer has none (or model.chat_template="
-            "none); "
-            "use a model with a template or a plain-text dataset"
+            "a chat-format prompt needs a chat template: the tokenizer has none (or "
+            "model.chat_template=none); use a model with a template or a plain-text dataset"
         )
     return prompt
 

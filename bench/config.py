@@ -241,8 +241,7 @@ def _check_model(spec: RunSpec) -> None:
     if m.attn_implementation not in ATTENTION:
         raise ConfigError(
             f"model.attn_implementation={m.attn_implementation!r}: use null (transformers' default) or "
-            "one of "
-            f"{', '.join(str(a) for a in ATTENTION[1:])}"
+            f"one of {', '.join(str(a) for a in ATTENTION[1:])}"
         )
     if m.chat_template not in ("auto", "none"):
         raise ConfigError(f"model.chat_template={m.chat_template!r}: use auto (the tokenizer's) or none")

@@ -15,7 +15,6 @@ training, generation, scoring and lm-eval.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +24,6 @@ if TYPE_CHECKING:
     from bench.config import RunSpec
 
 log = logging.getLogger(__name__)
-_DTYPES = ("float32", "bfloat16", "float16")
 # What a checkpoint needs from a Hub repository: configs, tokenizer files, chat templates, safetensors weights
 # (.bin only when a repository has no safetensors: see hub_snapshot).
 HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
@@ -34,8 +32,10 @@ HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktok
 def torch_dtype(name: str) -> Any:
     import torch
 
-    if name not in _DTYPES:
-        raise ConfigError(f"model.dtype={name!r} is not one of {', '.join(_DTYPES)}")
+    from bench.config import DTYPES
+
+    if name not in DTYPES:
+        raise ConfigError(f"model.dtype={name!r} is not one of {', '.join(DTYPES)}")
     return getattr(torch, name)
 
 
@@ -142,7 +142,9 @@ def check_model(spec: RunSpec) -> None:
 
 
 def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)  # the library's own reading of HF_HUB_OFFLINE
 
 
 def describe_model(spec: RunSpec) -> dict[str, Any]:

@@ -27,21 +27,14 @@ def _prompt_file(path: Path) -> list[Prompt]:
             f"eval.prompts={str(path)!r} does not exist: a JSON list or JSONL file of {{instruction}} rows, "
             "e.g. AlpacaEval's alpaca_eval_gpt4_baseline.json from the Hub dataset tatsu-lab/alpaca_eval"
         )
-    text = path.read_text()
-    try:
-        rows = (
-            json.loads(text)
-            if text.lstrip().startswith("[")
-            else [json.loads(line) for line in text.splitlines() if line.strip()]
-        )
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"eval.prompts={str(path)!r}: not JSON or JSONL ({err})") from err
+    from bench.data.sources import read_file
+
     prompts: list[Prompt] = []
-    for i, row in enumerate(rows):
+    for i, row in enumerate(read_file(path)):  # .json (a list) or .jsonl; a bad line names its number
         value = row.get("instruction", row.get("prompt")) if isinstance(row, dict) else None
         if not (isinstance(value, str) and value.strip()) and not isinstance(value, list):
             raise ConfigError(
-                f"eval.prompts={str(path)!r}, row {i}: need a non-empty 'instruction' (or 'prompt') field"
+                f"eval.prompts={str(path)!r}, row {i + 1}: need a non-empty 'instruction' (or 'prompt') field"
             )
         prompts.append(value)
     return prompts

@@ -49,13 +49,10 @@ def preflight(spec: RunSpec, unavailable: list[str] | None = None) -> None:
     from bench.models import check_model
     from bench.prompts import check_prompts
 
-    def data() -> None:
+    def data() -> None:  # read and validate every row now, not after model loading
         if spec.dataset.train_path:
             load_jsonl_rows(Path(spec.dataset.train_path))
-        elif spec.dataset.source in (
-            "file",
-            "hf",
-        ):  # read and validate every row now, not after model loading
+        elif spec.dataset.source in ("file", "hf"):
             from bench.data.preference import training_rows
 
             training_rows(spec)

@@ -157,10 +157,11 @@ def expand(
                 overrides = [*before, *shared, *point, *after]
                 try:
                     spec = composer.spec(before, [*shared, *point], after)
-                    if _preflight_key(spec) not in checked:
+                    key = _preflight_key(spec)
+                    if key not in checked:
                         found: list[str] = []
                         preflight(spec, found if unavailable is not None else None)
-                        checked.add(_preflight_key(spec))
+                        checked.add(key)
                         if unavailable is not None:
                             unavailable += [m for m in found if m not in unavailable]
                 except ConfigError as err:

@@ -238,8 +238,7 @@ def _train_here(spec: RunSpec, run_dir: Path) -> Path:
     if t.bf16 and not torch.cuda.is_available():
         raise ConfigError(
             "train.bf16=true on a machine without a GPU: on CPU bf16 autocast is 3.5-9x slower and changes "
-            "the "
-            "learning dynamics (shared/notes/ENVIRONMENT.md); set train.bf16=false, or run on a GPU node"
+            "the learning dynamics (shared/notes/ENVIRONMENT.md); set train.bf16=false, or run on a GPU node"
         )
     if t.threads > 0:
         torch.set_num_threads(t.threads)

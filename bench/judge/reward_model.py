@@ -51,8 +51,7 @@ def check(spec: RunSpec) -> None:
         )
     if getattr(config, "num_labels", None) not in (1, 2):
         raise ConfigError(
-            f"eval.judge=reward_model needs a sequence classifier with one output (a reward) or two (a "
-            "binary "
+            "eval.judge=reward_model needs a sequence classifier with one output (a reward) or two (a binary "
             f"classifier); eval.judge_model={path!r} has num_labels={getattr(config, 'num_labels', None)}"
         )
 
