@@ -1,6 +1,7 @@
 # The two commands of README.md:
 #   make main   set up .venv, build the toy world, run the toy comparison (sweeps/toy_main.yaml), report it
-#   make test   set up .venv, then lint (ruff), type-check (mypy) and run every test tier (CI runs this)
+#   make test   set up .venv, then lint (ruff), type-check (mypy), check the import layers (import-linter)
+#               and run every test tier (CI runs this)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -37,6 +38,7 @@ lint: setup
 	$(VENV)/bin/ruff check bench tests
 	$(VENV)/bin/ruff format --check bench tests
 	$(VENV)/bin/mypy bench
+	$(VENV)/bin/lint-imports
 
 # Default tier (minutes) then the slow end-to-end tier; pytest exit 5 (no tests collected) is a failure too.
 test: lint

@@ -10,6 +10,10 @@
     bench ls <group>                    the options of a config group (losses with their papers)
 
 Every command takes --dry-run, which validates and prints what it would do.
+
+Argument parsing only: each command calls one function of the package. Each command imports the modules it
+uses when it runs (the one place that imports bench modules inside functions), so `bench status` and
+`bench ls` do not pay for torch, transformers and TRL.
 """
 
 from __future__ import annotations
@@ -24,10 +28,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.errors import ConfigError
+from bench.core.errors import ConfigError, did_you_mean
+from bench.core.project import project_root
+from bench.groups import CONF_DIR, GROUPS, LOSS_META_KEYS, options
 
 if TYPE_CHECKING:
-    from bench.config import RunSpec
+    from bench.specs import RunSpec
+    from bench.stages.base import Stage
     from bench.study import PlannedRun
 
 log = logging.getLogger("bench")
@@ -82,20 +89,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.run import STAGES, run_one
+    from bench.pipeline import run_one, stages_named
 
     specs = _specs(args.overrides)
-    stages = tuple(args.stages.split(",")) if args.stages else STAGES
-    unknown = [s for s in stages if s not in STAGES]
-    if unknown:
-        raise ConfigError(f"unknown stage {unknown[0]!r}; stages: {', '.join(STAGES)}")
+    stages = stages_named(args.stages.split(",") if args.stages else None)
     if args.dry_run:
         return cmd_validate(args)
     first = specs[0][1]
-    if first.launcher.get("kind") == "slurm":  # a grid on the command line: an ad-hoc study
+    if first.launcher.kind == "slurm":  # a grid on the command line: an ad-hoc study
         from bench.launch import submit
-        from bench.run import preflight
-        from bench.study import PlannedRun, run_state
+        from bench.pipeline import preflight
+        from bench.status import run_state
+        from bench.study import PlannedRun
 
         for _, spec in specs:
             preflight(spec)
@@ -105,8 +110,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{len(runs) - len(todo)} run(s) already finished; submitted {len(todo)}: {' '.join(job_ids)}")
         print(f"follow them with: bench status {first.study}")
         return 0
-    workers = int(first.launcher.get("workers", 1))
-    if len(specs) == 1 or first.launcher.get("kind") == "inproc" or workers <= 1:
+    workers = first.launcher.workers
+    if len(specs) == 1 or first.launcher.kind == "inproc" or workers <= 1:
         _quiet_libraries()
         for _, spec in specs:
             t0 = time.perf_counter()
@@ -116,7 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _run_local(specs, stages, workers)
 
 
-def _run_local(specs: list[tuple[list[str], RunSpec]], stages: tuple[str, ...], workers: int) -> int:
+def _run_local(specs: list[tuple[list[str], RunSpec]], stages: tuple[Stage, ...], workers: int) -> int:
     """Each run in its own process, `workers` at a time, each with cpu_count/workers torch threads."""
     threads = max(1, (os.cpu_count() or 1) // workers)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
@@ -132,7 +137,7 @@ def _run_local(specs: list[tuple[list[str], RunSpec]], stages: tuple[str, ...], 
             *overrides,
             "launcher=inproc",
             "--stages",
-            ",".join(stages),
+            ",".join(s.name for s in stages),
         ]
         proc = subprocess.run(cmd, env=env, check=False)
         return spec.run_id, proc.returncode
@@ -148,7 +153,8 @@ def _run_local(specs: list[tuple[list[str], RunSpec]], stages: tuple[str, ...], 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Expand and validate a study file; print its run table; run the runs that are not finished."""
     from bench.launch import check_launcher
-    from bench.study import expand, run_state
+    from bench.status import run_state
+    from bench.study import expand
 
     unavailable: list[str] | None = [] if args.dry_run else None
     data, runs = expand(Path(args.file), args.overrides, unavailable)
@@ -182,7 +188,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def _wait_for(runs: list[PlannedRun]) -> int:
     """Block until every run is done or failed, with a progress line whenever the counts change."""
-    from bench.study import run_state
+    from bench.status import run_state
 
     last = ""
     while True:
@@ -198,24 +204,33 @@ def _wait_for(runs: list[PlannedRun]) -> int:
 
 
 def _study_dir(args: argparse.Namespace) -> Path:
-    study_dir = Path(args.results) / args.study
+    """<results>/<study>, absolute: --results, else the project root's results/ (bench.core.project)."""
+    root = project_root()
+    results = Path(args.results).resolve() if args.results else root / "results"
+    study_dir = results / args.study
     if not study_dir.is_dir():
-        raise ConfigError(f"no study folder {study_dir}: nothing has run in study {args.study!r} yet")
+        where = "--results" if args.results else f"the project root {root}, found from {Path.cwd()}"
+        raise ConfigError(
+            f"no study folder {study_dir} (results folder from {where}): nothing has run in study "
+            f"{args.study!r} there. Run the command inside the project, set DPO_BENCH_ROOT, or pass --results"
+        )
     return study_dir
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from bench.study import status_table
+    from bench.status import status_table
 
-    print(status_table(_study_dir(args)))
+    study_dir = _study_dir(args)
+    print(f"study {args.study}: {study_dir}")
+    print(status_table(study_dir))
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from bench.run import evaluate_target
+    from bench.pipeline import evaluate_target
 
     if args.dry_run:
-        from bench.run import target_kind
+        from bench.pipeline import target_kind
 
         kind = {"run": "run folder", "model": "model folder", "reference": "the reference model"}
         what = kind[target_kind(args.target)]
@@ -228,8 +243,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from bench.core.splits import SPLITS
     from bench.report import SelectionRule, write_report
-    from bench.splits import SPLITS
 
     study_dir = _study_dir(args)
     if args.select_split not in SPLITS:
@@ -247,7 +262,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         from bench.tracking import log_report
 
         images = sorted((study_dir / "report").glob("*.png"))
-        print(f"wandb: {log_report(study_dir.name, tidy(study_dir), images)}")
+        print(f"wandb: {log_report(study_dir.name, tidy(study_dir), images, project_root())}")
     return 0
 
 
@@ -255,7 +270,7 @@ def cmd_world(args: argparse.Namespace) -> int:
     import json
 
     from bench.config import load_spec
-    from bench.data.toyworld.build import ensure_world, world_dir
+    from bench.sources.toy import world, world_dir
 
     spec = load_spec(args.overrides)
     if args.dry_run:
@@ -266,7 +281,7 @@ def cmd_world(args: argparse.Namespace) -> int:
         return 0
     _quiet_libraries()
     t0 = time.perf_counter()
-    folder = ensure_world(spec)
+    folder = world(spec)
     summary = json.loads((folder / "world.json").read_text())
     print(f"toy world: {folder} (ready in {time.perf_counter() - t0:.1f} s)")
     print(f"  build timings (s): {summary['timings']}")
@@ -276,11 +291,7 @@ def cmd_world(args: argparse.Namespace) -> int:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     """List a group's options (plurals work: `bench ls losses`); losses show paper and hyperparameters."""
-    import difflib
-
     import yaml
-
-    from bench.config import CONF_DIR, GROUPS, LOSS_META_KEYS, options
 
     if args.group in ("judge", "judges"):  # not a config group: annotator folders + AlpacaEval's configs
         from bench.judge import available_judges
@@ -291,11 +302,13 @@ def cmd_ls(args: argparse.Namespace) -> int:
         args.group, args.group
     )
     if group not in GROUPS:
-        raise ConfigError(f"unknown config group {args.group!r}; groups: {', '.join(GROUPS)}")
+        raise ConfigError(
+            f"unknown config group {args.group!r}; groups: {', '.join(GROUPS)} (or judges)"
+            f"{did_you_mean(group, GROUPS)}"
+        )
     names = options(group)
     if args.name and args.name not in names:
-        near = difflib.get_close_matches(args.name, names, n=3, cutoff=0.5)
-        hint = f" Did you mean {' or '.join(near)}?" if near else ""
+        hint = did_you_mean(args.name, names)
         raise ConfigError(f"no {group} option {args.name!r}.{hint} Options: {', '.join(names)}")
     for name in [args.name] if args.name else names:
         text = (CONF_DIR / group / f"{name}.yaml").read_text()
@@ -339,12 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_sweep)
     p = sub.add_parser("status", help="state of each run of a study, from its folders")
     p.add_argument("study")
-    p.add_argument("--results", default="results", help="results root (paths.results)")
+    p.add_argument("--results", default=None, help="results folder (default: <project root>/results)")
     p.add_argument("--dry-run", action="store_true", help="(always read-only)")
     p.set_defaults(fn=cmd_status)
     p = sub.add_parser("report", help="results tables, plots and report.html of a study")
     p.add_argument("study")
-    p.add_argument("--results", default="results", help="results root (paths.results)")
+    p.add_argument("--results", default=None, help="results folder (default: <project root>/results)")
     p.add_argument("--select", default="lc_win_rate", help="metric that picks each variant's best config")
     p.add_argument("--select-split", default="val", help="prompt split it is read on (the other is reported)")
     p.add_argument("--minimize", action="store_true", help="lower is better for --select (e.g. kl_seq)")

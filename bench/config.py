@@ -8,58 +8,34 @@ compute, with the key and what to do.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import hashlib
-import json
-from pathlib import Path
 from typing import Any
 
+import hydra
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, MissingMandatoryValue
 
-from bench.errors import ConfigError
-from bench.specs import (  # noqa: F401  (re-exported: the spec types are part of this module's API)
+import bench.specs
+from bench.core.errors import ConfigError, did_you_mean
+from bench.core.project import project_root, under_root
+from bench.groups import CONF_DIR, GROUPS, LOSS_META_KEYS, options
+from bench.losses import build_loss
+from bench.sources import select
+from bench.sources.formats import FORMATS
+from bench.specs import (
+    ATTENTION,
+    DTYPES,
     DatasetSpec,
     EvalSpec,
-    GenerationSpec,
-    LmEvalSpec,
-    LoraSpec,
+    LauncherSpec,
+    LoggingSpec,
     LossSpec,
     ModelSpec,
+    PathsSpec,
     RunSpec,
-    ToyModelSpec,
     TrainSpec,
 )
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-GROUPS = ("model", "dataset", "loss", "train", "eval", "launcher")
-
-# Keys that do not change the experiment and so are left out of the run id (dotted prefixes). Inference batch
-# sizes change only how work is chunked; launcher, paths and logging only where and how it runs.
-RUN_ID_EXCLUDE = (
-    "study",
-    "launcher",
-    "paths",
-    "logging",
-    "eval.generation.batch_size",
-    "eval.lm_eval.batch_size",
-    "eval.judge_batch_size",
-    # resources and resumability: the global batch is fixed, so only how the work is spread changes
-    "train.save_steps",
-    "train.processes",
-    "train.accelerate_config",
-)
-# Documentation keys of a loss YAML: not hyperparameters.
-LOSS_META_KEYS = ("paper", "equation")
-
-
-def options(group: str) -> list[str]:
-    """The options of a config group: the YAML file stems under conf/<group>/."""
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-
-
-def _suggest(name: str, choices: list[str]) -> str:
-    near = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
-    return f" Did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
 
 
 def _check_group_choices(overrides: list[str]) -> None:
@@ -71,23 +47,20 @@ def _check_group_choices(overrides: list[str]) -> None:
                 if choice not in options(key):
                     raise ConfigError(
                         f"unknown {key} option {choice!r} in override '{item}'."
-                        f"{_suggest(choice, options(key))} "
-                        f"Available {key} options: {', '.join(options(key))} (files in conf/{key}/)."
+                        f"{did_you_mean(choice, options(key))} "
+                        f"Available {key} options: {', '.join(options(key))} (files in {CONF_DIR / key}/)."
                     )
 
 
 def _hydra_ready() -> None:
     """Initialise Hydra on conf/ once per process (not per compose: that halves the time of expanding a
     study of hundreds of runs). Another owner of Hydra's global state (a @hydra.main app) is replaced."""
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
     global _HYDRA_OWNED
-    hydra = GlobalHydra.instance()
-    if hydra.is_initialized() and _HYDRA_OWNED:
+    state = GlobalHydra.instance()
+    if state.is_initialized() and _HYDRA_OWNED:
         return
-    hydra.clear()
-    initialize_config_dir(config_dir=str(CONF_DIR), version_base=None)  # stays initialised (no `with`)
+    state.clear()
+    hydra.initialize_config_dir(config_dir=str(CONF_DIR), version_base=None)  # stays initialised (no `with`)
     _HYDRA_OWNED = True
 
 
@@ -96,15 +69,11 @@ _HYDRA_OWNED = False
 
 def compose(overrides: list[str] | None = None) -> DictConfig:
     """Compose conf/config.yaml with Hydra overrides; the choice of each group is kept under `choices`."""
-    from hydra import compose as hydra_compose
-    from hydra.errors import ConfigCompositionException
-    from omegaconf.errors import ConfigKeyError
-
     overrides = list(overrides or [])
     _check_group_choices(overrides)
     try:
         _hydra_ready()
-        cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
+        cfg = hydra.compose("config", overrides=overrides, return_hydra_config=True)
     except (ConfigCompositionException, ConfigKeyError) as err:
         cause = err.__cause__ or err
         raise ConfigError(f"cannot compose the config with overrides {overrides}: {cause}") from err
@@ -123,7 +92,8 @@ def _typed(cls: type, data: Any, where: str) -> Any:
     for key in data:
         if key not in fields:
             raise ConfigError(
-                f"unknown key '{where}.{key}'.{_suggest(key, list(fields))} Valid keys: {', '.join(fields)}."
+                f"unknown key '{where}.{key}'.{did_you_mean(key, list(fields))} "
+                f"Valid keys: {', '.join(fields)}."
             )
     kwargs = {}
     for name, f in fields.items():
@@ -157,8 +127,6 @@ def _coerce(type_name: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"'{where}' must be a {base}, got {value!r} ({type(value).__name__})")
         return value
     if base.endswith("Spec"):
-        import bench.specs
-
         return _typed(getattr(bench.specs, base), value, where)
     return value  # dicts and lists are checked by their consumers
 
@@ -201,41 +169,23 @@ def _check_ranges(spec: RunSpec) -> None:
     if not 0 <= t.warmup_ratio < 1:
         raise ConfigError(f"'train.warmup_ratio' must be in [0, 1), got {t.warmup_ratio}")
     d = spec.dataset
-    from bench.data.formats import FORMATS
-
-    if d.source not in ("toyworld", "file", "hf"):
-        raise ConfigError(f"dataset.source={d.source!r}: use toyworld, file or hf")
-    if d.source in ("file", "hf") and not d.path:
-        raise ConfigError(f"dataset={d.name} reads its rows from dataset.path: set dataset.path=...")
     if d.format not in FORMATS:
         raise ConfigError(f"dataset.format={d.format!r}: use one of {', '.join(FORMATS)}")
     if d.test_split is not None and d.test_split == d.train_split:
         raise ConfigError(f"dataset.test_split equals dataset.train_split ({d.train_split!r}): never mix")
+    if spec.launcher.kind not in LAUNCHERS:
+        raise ConfigError(f"launcher.kind={spec.launcher.kind!r}: use one of {', '.join(LAUNCHERS)}")
+    if spec.launcher.workers < 1:
+        raise ConfigError(f"launcher.workers={spec.launcher.workers} must be >= 1")
     _check_model(spec)
 
 
-MODEL_SOURCES = ("toyworld", "path", "hub", "gguf")
-ATTENTION = (None, "eager", "sdpa", "flash_attention_2", "flex_attention")
-DTYPES = ("float32", "bfloat16", "float16")
+LAUNCHERS = ("inproc", "local", "slurm")
 
 
 def _check_model(spec: RunSpec) -> None:
+    """The model keys every source shares; each source checks its own (bench.sources.select)."""
     m = spec.model
-    if m.source not in MODEL_SOURCES:
-        raise ConfigError(f"model.source={m.source!r}: use one of {', '.join(MODEL_SOURCES)}")
-    if m.source == "toyworld" and spec.dataset.source != "toyworld":
-        raise ConfigError("model=toy speaks only the toy world's vocabulary: use it with dataset=toy")
-    if m.source == "toyworld" and m.toy is None:
-        raise ConfigError("model.source=toyworld needs a model.toy section (see conf/model/toy.yaml)")
-    if m.source in ("path", "hub") and not m.path:
-        what = "a local checkpoint folder" if m.source == "path" else "a Hub id such as org/name"
-        raise ConfigError(f"model={m.name} (source {m.source}) needs model.path: {what}")
-    if m.source == "gguf" and not {"package", "file"} <= set(m.gguf):
-        raise ConfigError(f"model={m.name} (source gguf) needs model.gguf.package and model.gguf.file")
-    if m.revision is not None and m.source != "hub":
-        raise ConfigError(
-            f"model.revision is only meaningful for Hub models (model.source=hub), not {m.source}"
-        )
     if m.dtype not in DTYPES:
         raise ConfigError(f"model.dtype={m.dtype!r}: use one of {', '.join(DTYPES)}")
     if m.attn_implementation not in ATTENTION:
@@ -256,10 +206,33 @@ def _check_model(spec: RunSpec) -> None:
         )
 
 
+def _paths(data: dict[str, Any]) -> PathsSpec:
+    """paths.* made absolute against the project root (bench.core.project), so every path a run writes or
+    names in a message is absolute, whatever folder the command started in."""
+    raw = _typed(_PathsConfig, data, "paths")
+    root = project_root(raw.root)
+    return PathsSpec(
+        root=root,
+        results=under_root(raw.results, root),
+        cache=under_root(raw.cache, root),
+        scratch=under_root(raw.scratch, root),
+        refstats=under_root(raw.refstats, root),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _PathsConfig:
+    """paths.* as written in conf/config.yaml (strings, maybe relative)."""
+
+    root: str
+    results: str
+    cache: str
+    scratch: str
+    refstats: str
+
+
 def build_spec(cfg: DictConfig) -> RunSpec:
     """Validate a composed config into a RunSpec (no compute, no file access beyond conf/)."""
-    from omegaconf.errors import MissingMandatoryValue
-
     try:
         data: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[assignment]
     except MissingMandatoryValue as err:
@@ -282,65 +255,16 @@ def build_spec(cfg: DictConfig) -> RunSpec:
         ),
         train=_typed(TrainSpec, data["train"], "train"),
         eval=_typed(EvalSpec, data["eval"], "eval"),
-        launcher=data["launcher"],
-        paths=data["paths"],
-        logging=data["logging"],
+        launcher=_typed(LauncherSpec, data["launcher"], "launcher"),
+        paths=_paths(data["paths"]),
+        logging=_typed(LoggingSpec, data["logging"], "logging"),
         config=data,
     )
     _check_ranges(spec)
-    from bench.losses import build_loss
-
     build_loss(spec.loss.name, spec.loss.params)  # unknown or out-of-range hyperparameters fail here
+    select(spec)  # the data and model sources: their own keys, and whether they fit together
     return spec
 
 
 def load_spec(overrides: list[str] | None = None) -> RunSpec:
     return build_spec(compose(overrides))
-
-
-def _drop(tree: dict[str, Any], dotted: str) -> None:
-    head, _, rest = dotted.partition(".")
-    if head in tree:
-        if rest and isinstance(tree[head], dict):
-            _drop(tree[head], rest)
-        elif not rest:
-            del tree[head]
-
-
-def _canonical(tree: Any) -> Any:
-    """Numbers by value, not by spelling: beta=1 and beta=1.0 are one experiment and get one run id."""
-    if isinstance(tree, dict):
-        return {k: _canonical(v) for k, v in tree.items()}
-    if isinstance(tree, list):
-        return [_canonical(v) for v in tree]
-    if isinstance(tree, float) and tree.is_integer():
-        return int(tree)
-    return tree
-
-
-def signature(config: dict[str, Any]) -> dict[str, Any]:
-    """The part of the resolved config that defines the experiment (what the run id hashes)."""
-    tree = _canonical(json.loads(json.dumps(config)))
-    tree.pop("choices", None)
-    for key in RUN_ID_EXCLUDE:
-        _drop(tree, key)
-    return tree
-
-
-def config_hash(tree: Any, length: int = 8) -> str:
-    blob = json.dumps(tree, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:length]
-
-
-def _short(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def run_id(config: dict[str, Any], loss_name: str, dataset_name: str) -> str:
-    """Readable prefix (variant, data, beta, lr, seed) + 8 hex of the experiment's signature."""
-    sig = signature(config)
-    parts = [loss_name, dataset_name]
-    if "beta" in sig["loss"]:
-        parts.append(f"b{_short(sig['loss']['beta'])}")
-    parts += [f"lr{_short(sig['train']['learning_rate'])}", f"s{sig['seed']}", config_hash(sig)]
-    return "-".join(parts)

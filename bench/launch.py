@@ -2,7 +2,7 @@
 
 `launcher=inproc` runs them here, one after another (tests, debugging). `launcher=local` submits `workers`
 submitit jobs and returns at once; each job walks the whole run list and takes every run no other process
-holds (the per-run lock in bench.run), so the runs spread over the workers, none runs twice, a failed run
+holds (the per-run lock in bench.pipeline), so the runs spread over the workers, none runs twice, a failed run
 does not stop the others, and a resubmission only finds what is unfinished. `launcher=slurm` submits one
 job array, one task per run, with the resources of conf/launcher/slurm.yaml; a preempted or timed-out task
 is requeued by submitit and its run resumes (finished stages skip, training from its last checkpoint).
@@ -14,31 +14,30 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import submitit
+import torch
 
-from bench.errors import ConfigError
-from bench.records import atomic_write_json, file_lock, read_json
-
-if TYPE_CHECKING:
-    from bench.study import PlannedRun
+from bench.config import load_spec
+from bench.core.errors import ConfigError
+from bench.core.records import atomic_write_json, file_lock, read_json
+from bench.pipeline import run_one
+from bench.specs import LauncherSpec
+from bench.status import run_state
+from bench.study import PlannedRun
+from bench.train.distributed import allocated_cpus
 
 log = logging.getLogger(__name__)
 
 
 def work_through(overrides: list[list[str]], threads: int) -> dict[str, str]:
     """A worker job: run every run of the list that nobody else holds; returns each run's outcome."""
-    import torch
-
-    from bench.config import load_spec
-    from bench.run import run_one
-    from bench.study import run_state
-
     torch.set_num_threads(threads)
     outcome: dict[str, str] = {}
     for run in overrides:
@@ -96,13 +95,6 @@ class RunJob(submitit.helpers.Checkpointable):  # type: ignore[misc]
         self.requeues = 0
 
     def __call__(self) -> str:
-        import torch
-
-        from bench.config import load_spec
-        from bench.distributed import allocated_cpus
-        from bench.run import run_one
-        from bench.study import run_state
-
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         torch.set_num_threads(allocated_cpus())
         spec = load_spec(self.overrides)
@@ -119,48 +111,45 @@ class RunJob(submitit.helpers.Checkpointable):  # type: ignore[misc]
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
 
-SLURM_KEYS = {
-    "kind", "partition", "account", "qos", "time_min", "nodes", "gpus_per_node", "cpus_per_task", "mem_gb",
-    "constraint", "array_parallelism", "max_requeues", "signal_delay_s", "additional_parameters", "setup",
-    "python", "workers",
-}  # fmt: skip
+SLURM_REQUIRED = ("time_min", "nodes", "cpus_per_task", "array_parallelism", "max_requeues", "signal_delay_s")
 
 
-def slurm_parameters(launcher: dict[str, Any]) -> dict[str, Any]:
-    """submitit's SlurmExecutor parameters from the launcher config; unknown or impossible keys fail here,
+def slurm_parameters(launcher: LauncherSpec) -> dict[str, Any]:
+    """submitit's SlurmExecutor parameters from the launcher settings; missing or impossible values fail here,
     before anything is submitted (and without Slurm: a dry run on a laptop checks them too)."""
-    unknown = sorted(set(launcher) - SLURM_KEYS)
-    if unknown:
-        raise ConfigError(f"launcher=slurm: unknown key(s) {unknown}; keys: {sorted(SLURM_KEYS)}")
+    values = {key: getattr(launcher, key) for key in SLURM_REQUIRED}
+    missing = [key for key, value in values.items() if value is None]
+    if missing:
+        raise ConfigError(
+            f"launcher.kind=slurm needs launcher.{missing[0]} (conf/launcher/slurm.yaml sets every Slurm key)"
+        )
     for key in ("time_min", "cpus_per_task", "array_parallelism", "nodes"):
-        if int(launcher[key]) < 1:
-            raise ConfigError(f"launcher.{key}={launcher[key]} must be >= 1")
-    if int(launcher["nodes"]) != 1:
+        if int(values[key]) < 1:
+            raise ConfigError(f"launcher.{key}={values[key]} must be >= 1")
+    if int(values["nodes"]) != 1:
         raise ConfigError("launcher.nodes must be 1: a run uses one node (its GPUs through train.processes)")
     params: dict[str, Any] = {
-        "time": int(launcher["time_min"]),
+        "time": int(values["time_min"]),
         "nodes": 1,
         "ntasks_per_node": 1,
-        "cpus_per_task": int(launcher["cpus_per_task"]),
-        "array_parallelism": int(launcher["array_parallelism"]),
-        "signal_delay_s": int(launcher["signal_delay_s"]),
-        "setup": [str(line) for line in launcher.get("setup") or []],
-        "additional_parameters": dict(launcher.get("additional_parameters") or {}),
+        "cpus_per_task": int(values["cpus_per_task"]),
+        "array_parallelism": int(values["array_parallelism"]),
+        "signal_delay_s": int(values["signal_delay_s"]),
+        "setup": [str(line) for line in launcher.setup],
+        "additional_parameters": dict(launcher.additional_parameters),
     }
-    if launcher.get("mem_gb"):
-        params["mem"] = f"{int(launcher['mem_gb'])}GB"
-    if int(launcher.get("gpus_per_node") or 0):
-        params["gpus_per_node"] = int(launcher["gpus_per_node"])
+    if launcher.mem_gb:
+        params["mem"] = f"{int(launcher.mem_gb)}GB"
+    if launcher.gpus_per_node:
+        params["gpus_per_node"] = int(launcher.gpus_per_node)
     for key in ("partition", "account", "qos", "constraint"):
-        if launcher.get(key):
-            params[key] = str(launcher[key])
+        if getattr(launcher, key):
+            params[key] = str(getattr(launcher, key))
     return params
 
 
-def slurm_executor(launcher: dict[str, Any], folder: Path) -> submitit.SlurmExecutor:
+def slurm_executor(launcher: LauncherSpec, folder: Path) -> submitit.SlurmExecutor:
     """A submitit SlurmExecutor with the launcher config's resources (bench.launch.slurm_parameters)."""
-    import shutil
-
     params = slurm_parameters(launcher)
     missing = [c for c in ("sbatch", "srun", "sacct") if shutil.which(c) is None]
     if missing:  # submitit would say only 'Could not detect "srun"'
@@ -170,15 +159,15 @@ def slurm_executor(launcher: dict[str, Any], folder: Path) -> submitit.SlurmExec
         )
     executor = submitit.SlurmExecutor(
         folder=str(folder),
-        max_num_timeout=int(launcher["max_requeues"]),
-        python=launcher.get("python"),
+        max_num_timeout=int(launcher.max_requeues or 0),
+        python=launcher.python,
     )
     executor.update_parameters(**params)
     return executor
 
 
-def _check_processes(todo: list[PlannedRun], launcher: dict[str, Any]) -> None:
-    gpus = int(launcher.get("gpus_per_node") or 0)
+def _check_processes(todo: list[PlannedRun], launcher: LauncherSpec) -> None:
+    gpus = int(launcher.gpus_per_node or 0)
     for run in todo:
         processes = run.spec.train.processes
         if gpus and processes > gpus:
@@ -190,18 +179,16 @@ def _check_processes(todo: list[PlannedRun], launcher: dict[str, Any]) -> None:
 
 def check_launcher(runs: list[PlannedRun]) -> None:
     """The launcher settings of a study, checked with its runs (also by `bench sweep --dry-run`)."""
-    if runs and runs[0].spec.launcher.get("kind") == "slurm":
+    if runs and runs[0].spec.launcher.kind == "slurm":
         slurm_parameters(runs[0].spec.launcher)
         _check_processes(runs, runs[0].spec.launcher)
 
 
 def submit(data: dict[str, Any], runs: list[PlannedRun], todo: list[PlannedRun]) -> list[str]:
     """Launch the unfinished runs with the study's launcher; returns the job ids (none for inproc)."""
-    from bench.run import run_one
-
     launcher = todo[0].spec.launcher
-    kind = launcher.get("kind", "inproc")
-    study_dir = Path(todo[0].spec.paths["results"]) / data["study"]
+    kind = launcher.kind
+    study_dir = todo[0].spec.paths.results / data["study"]
     study_dir.mkdir(parents=True, exist_ok=True)
     entry: dict[str, Any] = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -215,12 +202,12 @@ def submit(data: dict[str, Any], runs: list[PlannedRun], todo: list[PlannedRun])
         return []
     if kind == "slurm":
         return _submit_slurm(data, runs, todo, study_dir, entry)
-    if kind != "local":
-        raise ConfigError(f"unknown launcher kind {kind!r}: use launcher=local, slurm or inproc")
-    workers = max(1, min(int(launcher.get("workers", 1)), len(todo)))
+    workers = max(1, min(launcher.workers, len(todo)))
     threads = max(1, (os.cpu_count() or 1) // workers)
     executor = submitit.LocalExecutor(folder=str(study_dir / "_jobs" / "%j"))
-    executor.update_parameters(timeout_min=int(launcher.get("timeout_min", 24 * 60)))
+    if launcher.timeout_min is None:
+        raise ConfigError("launcher.kind=local needs launcher.timeout_min (a worker job's limit in minutes)")
+    executor.update_parameters(timeout_min=int(launcher.timeout_min))
     queue = [r.overrides for r in todo]
     with _detached_output():
         jobs = [executor.submit(work_through, queue, threads) for _ in range(workers)]
@@ -242,7 +229,7 @@ def _submit_slurm(
     executor = slurm_executor(launcher, study_dir / "_jobs" / "%j")
     executor.update_parameters(job_name=f"bench-{data['study']}")
     with executor.batch():  # one job array
-        jobs = [executor.submit(RunJob(r.overrides, int(launcher["max_requeues"]))) for r in todo]
+        jobs = [executor.submit(RunJob(r.overrides, int(launcher.max_requeues or 0))) for r in todo]
     job_ids = [str(j.job_id) for j in jobs]
     jobs_by_run = {r.spec.run_id: j for r, j in zip(todo, job_ids, strict=True)}
     _record(study_dir, data, runs, entry | {"job_ids": job_ids, "jobs": jobs_by_run})

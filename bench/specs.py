@@ -10,6 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.core.keys import run_id
+
+ATTENTION = (None, "eager", "sdpa", "flash_attention_2", "flex_attention")
+DTYPES = ("float32", "bfloat16", "float16")
+
 
 @dataclass(frozen=True)
 class ToyModelSpec:
@@ -35,7 +40,7 @@ class LoraSpec:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Where the SFT/reference model comes from (bench.models) and how it is loaded and prompted."""
+    """Where the SFT/reference model comes from (bench.sources.models) and how it is loaded and prompted."""
 
     name: str
     source: str  # toyworld | path | hub | gguf
@@ -51,8 +56,9 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """toyworld: the embedded toy world (`world`); file / hf: preference rows read by bench.data.sources from
-    `path` (a file, a local dataset folder or a Hub id at `revision`) and normalised by bench.data.formats."""
+    """toyworld: the embedded toy world (`world`); file / hf: preference rows read by bench.sources.readers
+    from `path` (a file, a local dataset folder or a Hub id at `revision`) and normalised by
+    bench.sources.formats."""
 
     name: str
     source: str
@@ -129,7 +135,53 @@ class EvalSpec:
     bootstrap: int
     ci_level: float
     lm_eval: LmEvalSpec
-    prompts: str | None = None  # evaluation prompts: null = the dataset's test split (bench.prompts)
+    prompts: str | None = None  # evaluation prompts: null = the dataset's test split (bench.sources.prompts)
+
+
+@dataclass(frozen=True)
+class LauncherSpec:
+    """How runs are carried out (conf/launcher/): inproc and local use `kind` and `workers` (local also
+    `timeout_min`); the Slurm keys are null there and required by launcher=slurm (bench.launch checks
+    them)."""
+
+    kind: str  # inproc | local | slurm
+    workers: int
+    timeout_min: int | None = None  # local: a worker job's limit in minutes
+    time_min: int | None = None  # slurm: --time per run, in minutes
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    nodes: int | None = None
+    gpus_per_node: int | None = None
+    cpus_per_task: int | None = None
+    mem_gb: int | None = None
+    constraint: str | None = None
+    array_parallelism: int | None = None
+    max_requeues: int | None = None
+    signal_delay_s: int | None = None
+    additional_parameters: dict[str, Any] = field(default_factory=dict)
+    setup: list[str] = field(default_factory=list)
+    python: str | None = None
+
+
+@dataclass(frozen=True)
+class PathsSpec:
+    """Where a run's files go, absolute: relative settings are resolved against the project root
+    (bench.core.project) when the config is built."""
+
+    root: Path
+    results: Path
+    cache: Path
+    scratch: Path
+    refstats: Path
+
+
+@dataclass(frozen=True)
+class LoggingSpec:
+    level: str
+    wandb: bool
+    wandb_project: str
+    wandb_entity: str | None
 
 
 @dataclass(frozen=True)
@@ -143,22 +195,20 @@ class RunSpec:
     loss: LossSpec
     train: TrainSpec
     eval: EvalSpec
-    launcher: dict[str, Any]
-    paths: dict[str, str]
-    logging: dict[str, Any]
+    launcher: LauncherSpec
+    paths: PathsSpec
+    logging: LoggingSpec
     config: dict[str, Any] = field(repr=False)
 
     @property
     def run_id(self) -> str:
-        from bench.config import run_id
-
         return run_id(self.config, self.loss.name, self.dataset.name)
 
     def run_dir(self) -> Path:
-        return Path(self.paths["results"]) / self.study / self.run_id
+        return self.paths.results / self.study / self.run_id
 
     def scratch_dir(self) -> Path:
-        return Path(self.paths["scratch"]) / self.study / self.run_id
+        return self.paths.scratch / self.study / self.run_id
 
     def checkpoint_dir(self) -> Path:
         """The trained policy (large: lives under paths.scratch, not in the run folder)."""

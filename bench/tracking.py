@@ -14,10 +14,11 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
+from bench.core.records import scrub_secrets
+from bench.specs import RunSpec
+
 if TYPE_CHECKING:
     import pandas as pd
-
-    from bench.config import RunSpec
 
 log = logging.getLogger(__name__)
 
@@ -29,27 +30,27 @@ def wandb_run_id(spec: RunSpec, run_dir: Path) -> str:
 
 def _settings(spec: RunSpec) -> dict[str, Any]:
     return {
-        "project": spec.logging.get("wandb_project") or "dpo-bench",
-        "entity": spec.logging.get("wandb_entity"),
+        "project": spec.logging.wandb_project,
+        "entity": spec.logging.wandb_entity,
         "group": spec.study,
     }
 
 
-def _init(**kwargs: Any) -> Any:
+def _init(root: Path, **kwargs: Any) -> Any:
     """wandb.init with the environment's mode and folder passed explicitly: wandb reads its environment
-    variables once per process, and a worker process runs many runs."""
+    variables once per process, and a worker process runs many runs. Its files go to WANDB_DIR, else to the
+    project root (<root>/wandb/), wherever the command started."""
     import wandb
 
     mode = cast(Literal["online", "offline", "disabled", "shared"], os.environ.get("WANDB_MODE") or "offline")
-    return wandb.init(mode=mode, dir=os.environ.get("WANDB_DIR"), **kwargs)
+    return wandb.init(mode=mode, dir=os.environ.get("WANDB_DIR") or str(root), **kwargs)
 
 
 def start_training_run(spec: RunSpec, run_dir: Path) -> None:
     """Open this run's wandb run before the trainer is built: TRL's integration then logs into it (it only
     creates a run when none is active), resumed after a requeue rather than duplicated."""
-    from bench.records import scrub_secrets
-
     _init(
+        spec.paths.root,
         id=wandb_run_id(spec, run_dir),
         resume="allow",
         name=spec.run_id,
@@ -62,10 +63,9 @@ def start_training_run(spec: RunSpec, run_dir: Path) -> None:
 def log_final_metrics(spec: RunSpec, run_dir: Path, rows: list[dict[str, Any]]) -> None:
     """The run's config and final metrics (all prompts, and each split as '<split>/<metric>') as the wandb
     run's summary. A wandb failure (e.g. online without network) is logged, never fails the run."""
-    from bench.records import scrub_secrets
-
     try:
         run = _init(
+            spec.paths.root,
             id=wandb_run_id(spec, run_dir),
             resume="allow",
             name=spec.run_id,
@@ -84,11 +84,13 @@ def log_final_metrics(spec: RunSpec, run_dir: Path, rows: list[dict[str, Any]]) 
         log.warning("wandb: could not log the final metrics of %s: %s", spec.run_id, err)
 
 
-def log_report(study: str, runs: pd.DataFrame, images: list[Path], project: str = "dpo-bench") -> str:
+def log_report(
+    study: str, runs: pd.DataFrame, images: list[Path], root: Path, project: str = "dpo-bench"
+) -> str:
     """The study's tidy table and plots as one wandb run (job type 'report'); returns its folder or URL."""
     import wandb
 
-    run = _init(project=project, group=study, name=f"report-{study}", job_type="report")
+    run = _init(root, project=project, group=study, name=f"report-{study}", job_type="report")
     table = wandb.Table(dataframe=runs.astype(str))
     run.log({"runs": table, **{p.stem: wandb.Image(str(p)) for p in images}})
     where = str(run.url or run.dir)

@@ -20,8 +20,8 @@ from tests.helpers import tiny_overrides
 def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A session-wide folder whose cache holds one tiny toy world, built once."""
     from bench.config import load_spec
-    from bench.data.toyworld.build import ensure_world
+    from bench.sources.toy import world
 
     root = tmp_path_factory.mktemp("tiny")
-    ensure_world(load_spec(tiny_overrides(root)))
+    world(load_spec(tiny_overrides(root)))
     return root

@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 from bench.config import load_spec
-from bench.records import Status, atomic_write_json, read_json, try_lock
-from bench.run import run_one
+from bench.core.records import Status, atomic_write_json, read_json, try_lock
+from bench.pipeline import run_one
 from tests.helpers import REPO, tiny_overrides
 
 
@@ -47,7 +47,7 @@ def test_a_run_held_by_another_process_is_not_computed_twice(tiny_root) -> None:
         [
             sys.executable,
             "-c",
-            "import sys, time\nfrom pathlib import Path\nfrom bench.records import try_lock\n"
+            "import sys, time\nfrom pathlib import Path\nfrom bench.core.records import try_lock\n"
             f"with try_lock(Path({str(run_dir / '.run.lock')!r})) as ok:\n"
             "    print(ok, flush=True)\n    time.sleep(30)\n",
         ],

@@ -6,8 +6,9 @@ import itertools
 
 import pytest
 
-from bench.config import GROUPS, RUN_ID_EXCLUDE, load_spec, options, signature
-from bench.errors import ConfigError
+from bench.config import GROUPS, load_spec, options
+from bench.core.errors import ConfigError
+from bench.core.keys import RUN, changes, leaves, signature
 
 TOY = ("toy", "toy_tiny")
 REQUIRED = {  # options with a required (???) key, and a value for it
@@ -80,16 +81,13 @@ def test_run_id_is_stable_readable_and_blind_to_excluded_keys() -> None:
         assert load_spec(["loss.beta=0.5", *change]).run_id != base.run_id, change
 
 
-def test_signature_drops_exactly_the_excluded_keys() -> None:
+def test_signature_keeps_exactly_the_leaves_that_change_the_experiment() -> None:
     spec = load_spec([])
     sig = signature(spec.config)
-    for key in RUN_ID_EXCLUDE:
-        node = sig
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        assert leaf not in node
-    assert "loss" in sig and "train" in sig and "model" in sig
+    kept = set(leaves(sig))
+    for leaf in leaves(spec.config):
+        assert (leaf in kept) == changes(leaf, RUN), leaf
+    assert {"loss", "train", "model"} <= set(sig) and not {"study", "launcher", "paths", "choices"} & set(sig)
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from bench.config import load_spec
-from bench.errors import ConfigError
-from bench.records import read_json, read_jsonl
-from bench.run import evaluate_target, run_one
+from bench.core.errors import ConfigError
+from bench.core.records import read_json, read_jsonl
+from bench.pipeline import evaluate_target, run_one, stages_named
 from tests.helpers import tiny_overrides
 
 
@@ -57,6 +57,6 @@ def test_evaluate_rejects_unknown_targets_and_group_changes(tiny_root, tmp_path)
     with pytest.raises(ConfigError, match="neither a run folder"):
         evaluate_target(str(tmp_path / "nothing"), tiny_overrides(tiny_root))
     spec = load_spec(tiny_overrides(tiny_root, "study=evalcmd2"))
-    run_dir = run_one(spec, stages=("train",))
+    run_dir = run_one(spec, stages=stages_named(["train"]))
     with pytest.raises(ConfigError, match="Only dotted keys"):
         evaluate_target(str(run_dir), ["eval.no_such_key=3"])

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 
 from bench.config import load_spec
-from bench.errors import ConfigError
+from bench.core.errors import ConfigError
 from bench.launch import slurm_executor, slurm_parameters, submit
+from bench.specs import LauncherSpec
 from bench.study import PlannedRun
 from tests.helpers import tiny_overrides
 
 
-def _launcher(tiny_root, *extra: str) -> dict:  # type: ignore[no-untyped-def]
+def _launcher(tiny_root, *extra: str) -> LauncherSpec:  # type: ignore[no-untyped-def]
     return load_spec(tiny_overrides(tiny_root, "launcher=slurm", *extra)).launcher
 
 
@@ -19,8 +20,8 @@ def test_slurm_settings_are_checked_before_submission(tiny_root, tmp_path) -> No
     params = slurm_parameters(_launcher(tiny_root, "launcher.partition=gpu", "launcher.qos=high"))
     assert params["partition"] == "gpu" and params["qos"] == "high" and params["time"] == 240
     assert params["mem"] == "32GB" and params["array_parallelism"] == 32
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['partion'\]"):
-        slurm_parameters(_launcher(tiny_root, "+launcher.partion=gpu"))
+    with pytest.raises(ConfigError, match=r"unknown key 'launcher.partion'. Did you mean 'partition'"):
+        _launcher(tiny_root, "+launcher.partion=gpu")  # a typed spec: refused when the config is built
     with pytest.raises(ConfigError, match=r"launcher\.nodes must be 1"):
         slurm_parameters(_launcher(tiny_root, "launcher.nodes=2"))
     with pytest.raises(ConfigError, match=r"launcher\.time_min=0 must be >= 1"):

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from bench.config import load_spec
-from bench.errors import ConfigError
-from bench.records import read_json, read_jsonl
-from bench.run import STAGES, run_one
+from bench.core.errors import ConfigError
+from bench.core.records import read_json, read_jsonl
+from bench.pipeline import STAGE_NAMES, run_one, stages_named
 from tests.helpers import REPO, tiny_overrides, wandb_records
 
 
@@ -26,7 +26,7 @@ def test_run_end_to_end_then_rerun_does_nothing(tiny_root) -> None:
     spec = load_spec(tiny_overrides(tiny_root, "study=e2e", "loss.beta=1"))
     run_dir = run_one(spec)
     status = read_json(run_dir / "status.json")
-    assert status["state"] == "done" and set(status["stages"]) == set(STAGES)
+    assert status["state"] == "done" and set(status["stages"]) == set(STAGE_NAMES)
     manifest = read_json(run_dir / "manifest.json")
     assert manifest["run_id"] == spec.run_id == run_dir.name
     assert (
@@ -82,7 +82,7 @@ def test_run_end_to_end_then_rerun_does_nothing(tiny_root) -> None:
 
 def test_interrupted_after_training_resumes_at_generation(tiny_root) -> None:
     spec = load_spec(tiny_overrides(tiny_root, "study=resume", "loss.beta=2"))
-    run_dir = run_one(spec, stages=("train",))
+    run_dir = run_one(spec, stages=stages_named(["train"]))
     status = read_json(run_dir / "status.json")
     assert status["stages"]["train"]["state"] == "done" and "generate" not in status["stages"]
     trained = {

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from bench.config import load_spec
-from bench.records import read_json, read_jsonl
-from bench.study import run_state, slurm_jobs
-from bench.train_state import last_complete_checkpoint, trainer_dir
+from bench.core.records import read_json, read_jsonl
+from bench.status import run_state, slurm_jobs
+from bench.train.state import last_complete_checkpoint, trainer_dir
 from tests.helpers import REPO, tiny_overrides
 
 pytestmark = pytest.mark.slow
@@ -231,7 +231,7 @@ def test_hydra_submitit_launcher_runs_an_adhoc_sweep(slurm, tiny_root, tmp_path)
         "hydra.launcher.mem_gb=2",
         f"hydra.sweep.dir={tmp_path / 'multirun'}",
     ]
-    cmd = [sys.executable, "-m", "bench.run", "-m", *overrides]
+    cmd = [sys.executable, "-m", "bench.pipeline", "-m", *overrides]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     study_dir = tmp_path / "hydra" / "results" / "hydra_adhoc"

@@ -11,9 +11,10 @@ import time
 import pytest
 
 from bench.config import load_spec
-from bench.errors import ConfigError
-from bench.records import read_json
-from bench.study import expand, run_state
+from bench.core.errors import ConfigError
+from bench.core.records import read_json
+from bench.status import run_state
+from bench.study import expand
 from tests.helpers import REPO, tiny_overrides
 
 
@@ -114,8 +115,8 @@ def test_status_corrects_what_a_run_folder_cannot_know(tmp_path) -> None:
     """A Slurm job that ended (cancelled, node failure) or was requeued, and a local process that died."""
     import socket
 
-    from bench.records import atomic_write_json
-    from bench.study import _array_tasks, shown_state
+    from bench.core.records import atomic_write_json
+    from bench.status import _array_tasks, shown_state
 
     dead = subprocess.Popen(["true"])
     dead.wait()

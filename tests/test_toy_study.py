@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bench.config import load_spec
-from bench.records import read_jsonl
-from bench.run import run_one
+from bench.core.records import read_jsonl
+from bench.pipeline import run_one
 
 pytestmark = pytest.mark.slow
 

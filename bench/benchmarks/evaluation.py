@@ -18,9 +18,11 @@ import time
 import torch
 
 from bench.config import load_spec
-from bench.generate import sample
-from bench.models import load_causal_lm, reference_model_path
-from bench.prompts import heldout_prompts
+from bench.core.records import read_json
+from bench.core.sampling import sample
+from bench.pipeline import run_one, stages_named
+from bench.sources import select
+from bench.sources.prompts import evaluation_prompts
 
 
 def bare_generate(model, tok, prompts: list[str], n: int, gen) -> int:  # type: ignore[no-untyped-def]
@@ -58,22 +60,19 @@ def main() -> None:
             f"paths.scratch={tmp}/s",
         ]
         spec = load_spec(overrides)
-        from bench.run import run_one
-
+        sources = select(spec)
         t0 = time.perf_counter()
-        run_dir = run_one(spec, stages=("train",))
+        run_dir = run_one(spec, stages=stages_named(["train"]))
         print(f"trained the policy in {time.perf_counter() - t0:.1f} s")
         run_one(spec)  # the evaluation stages, timed by status.json
-        from bench.records import read_json
-
         stages = read_json(run_dir / "status.json")["stages"]
         print(
             "evaluation stages of one toy run (s):",
             {k: v.get("seconds") for k, v in stages.items() if k != "train"},
         )
-        policy, tok = load_causal_lm(spec.checkpoint_dir())
-        reference, _ = load_causal_lm(reference_model_path(spec))
-        prompts = [str(p) for p in heldout_prompts(spec)]  # the toy world's: plain strings
+        policy, tok = sources.model.load(spec.checkpoint_dir())
+        reference, _ = sources.model.load(sources.model.reference())
+        prompts = [str(p) for p in evaluation_prompts(spec, sources.data)]  # the toy world's: plain strings
         n, gen = spec.eval.samples_per_prompt, spec.eval.generation
         calls = {"forward": 0}
         policy.register_forward_hook(lambda *a: calls.__setitem__("forward", calls["forward"] + 1))

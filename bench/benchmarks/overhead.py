@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.records import read_json
+from bench.core.records import read_json
 
 TINY = ["model=toy_tiny", "dataset=toy_tiny", "train=tiny", "eval=tiny"]
 

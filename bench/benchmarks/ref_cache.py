@@ -18,13 +18,13 @@ import time
 from pathlib import Path
 
 from bench.config import load_spec
-from bench.records import read_json
+from bench.core.records import read_json
+from bench.sources import select
+from bench.train.fit import run_train
 
 
 def sweep(betas: list[str], loss: str, root: Path, shared: bool, max_steps: int) -> dict[str, float]:
     """Train each beta in turn; count the runs that had to compute reference log-probs themselves."""
-    from bench.train import run_train
-
     mode = "shared" if shared else "unshared"
     passes, pairs, ref_seconds = 0, 0, 0.0
     t0 = time.perf_counter()
@@ -41,7 +41,7 @@ def sweep(betas: list[str], loss: str, root: Path, shared: bool, max_steps: int)
                 f"paths.refstats={refstats}",
             ]
         )
-        run_train(spec, spec.run_dir())
+        run_train(spec, select(spec), spec.run_dir())
         info = read_json(spec.run_dir() / "train_info.json")["reference_logps"]
         pairs = info["pairs"]
         passes += int(info["computed"])

@@ -9,7 +9,7 @@
 #   ... --dry-run                          say what it would do, do nothing
 #
 # Needs root and Debian/Ubuntu (apt). Everything it writes lives in $DPO_BENCH_SLURM_DIR (default
-# /var/tmp/dpo-bench-slurm) and /etc/slurm. Settings that matter (see shared notes, ENVIRONMENT.md):
+# /var/tmp/dpo-bench-slurm) and /etc/slurm. Settings that matter (docs/environment.md, Slurm on one machine):
 #  - submitit polls job states with sacct, and sacct needs slurmdbd: without accounting a cancelled job makes
 #    submitit wait forever. slurmdbd runs against a private MariaDB (own datadir, 127.0.0.1, a spare port).
 #  - no systemd or cgroups here: proctrack/linuxproc, task/none.

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.errors import ConfigError, UnavailableError
+from bench.core.errors import ConfigError, UnavailableError
+from bench.core.records import atomic_dir
 from bench.judge.api import check_api_judge, secrets_redacted
 from bench.judge.references import (
     alpaca_eval_instructions,
@@ -21,26 +22,26 @@ from bench.judge.references import (
 )
 from bench.judge.registry import check_our_judge, fn_completions, quiet_alpaca_eval_import, resolve_judge
 from bench.judge.winrates import win_rates
-from bench.records import atomic_dir
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from bench.config import RunSpec
+    from bench.sources import Sources
+    from bench.specs import RunSpec
 
 log = logging.getLogger(__name__)
 POLICY, REFERENCE = "policy", "reference"  # generator names: output_2 and output_1 in AlpacaEval's terms
 ID_COLUMNS = ["prompt_id", "policy_sample", "reference_sample"]
 
 
-def check_judge(spec: RunSpec) -> None:
+def check_judge(spec: RunSpec, sources: Sources) -> None:
     """Preflight, before any compute: the judge exists and can run here (our judge's model folder and tokens;
     an API judge's key, package and endpoint), and the reference-outputs file and gamed csv are readable.
     Which prompts the reference file must cover is known only after generation: run_judge checks that."""
     judge = resolve_judge(spec.eval.judge)
     checks: list[Callable[[], object]] = [
         lambda: (
-            check_our_judge(judge, spec)
+            check_our_judge(judge, spec, sources)
             if judge.kind == "ours"
             else check_api_judge(judge.name, judge.config)
         )
@@ -162,7 +163,11 @@ def _leaderboard_extras(rates: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
 
 
 def run_judge(
-    spec: RunSpec, run_dir: Path, policy_rows: list[dict[str, Any]], reference_rows: list[dict[str, Any]]
+    spec: RunSpec,
+    sources: Sources,
+    run_dir: Path,
+    policy_rows: list[dict[str, Any]],
+    reference_rows: list[dict[str, Any]],
 ) -> Path:
     """Judge every policy sample against every reference sample of its prompt through `alpaca_eval.evaluate`.
 
@@ -184,7 +189,7 @@ def run_judge(
         )
     outputs_1, outputs_2 = _pair_rows(policy_rows, reference_rows, reference_name)
     index = _alpaca_eval_index(spec, {r["instruction"] for r in outputs_2}, references)
-    fn = fn_completions(judge, spec)
+    fn = fn_completions(judge, spec, sources)
     with quiet_alpaca_eval_import():
         import alpaca_eval
         import pandas as pd

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from bench.errors import ConfigError, UnavailableError
+from bench.core.errors import ConfigError, UnavailableError
 
 CONNECT_TIMEOUT_S = 3.0
 # Where the decoders read keys from; their values are masked in logs and errors while a judge runs.

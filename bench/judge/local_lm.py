@@ -24,28 +24,27 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bench.errors import ConfigError, UnavailableError
+from bench.core.errors import ConfigError, UnavailableError
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedTokenizerBase
 
-    from bench.config import RunSpec
+    from bench.sources import Sources
+    from bench.specs import RunSpec
 
 log = logging.getLogger(__name__)
 FIRST, SECOND = "m", "M"  # AlpacaEval's identifiers of output_1 and output_2 in the alpaca_eval_clf prompt
 
 
-def judge_model_path(spec: RunSpec) -> str:
+def judge_model_path(spec: RunSpec, sources: Sources) -> str:
     if not spec.eval.judge_model:
         raise ConfigError(
             f"eval.judge={spec.eval.judge} needs eval.judge_model=<model folder> (or a hub id where the hub "
             "is reachable)"
         )
     if spec.eval.judge_model == "reference":  # the run's own SFT model as the judge (a plumbing check)
-        from bench.models import reference_model_path
-
-        return str(reference_model_path(spec))
+        return str(sources.model.reference())
     return spec.eval.judge_model
 
 
@@ -82,13 +81,13 @@ def answer_token_ids(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], lis
     return ids[0], ids[1]
 
 
-def check(spec: RunSpec) -> None:
+def check(spec: RunSpec, sources: Sources) -> None:
     """Preflight: the model folder's tokenizer loads and has the two answer tokens (no weights loaded)."""
-    answer_token_ids(load_tokenizer(judge_model_path(spec)))
+    answer_token_ids(load_tokenizer(judge_model_path(spec, sources)))
 
 
-def make_fn_completions(spec: RunSpec) -> LocalLMJudge:
-    return LocalLMJudge(judge_model_path(spec), spec.eval.judge_batch_size)
+def make_fn_completions(spec: RunSpec, sources: Sources) -> LocalLMJudge:
+    return LocalLMJudge(judge_model_path(spec, sources), spec.eval.judge_batch_size)
 
 
 def _use_vllm() -> bool:

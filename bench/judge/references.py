@@ -21,7 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.errors import ConfigError, UnavailableError
+from bench.core.errors import ConfigError, UnavailableError
 
 if TYPE_CHECKING:
     import pandas as pd

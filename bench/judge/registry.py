@@ -1,10 +1,10 @@
 """Which judge a name means: one of ours (annotators/<name>_judge/) or one of AlpacaEval's annotator configs.
 
 Our judges are folders under annotators/ (configs.yaml + prompt template), with a module bench/judge/<name>.py
-whose `make_fn_completions(spec)` supplies the judge as a Python callable (and optional `check(spec)` for
-preflight). AlpacaEval's are the folders of its `evaluators_configs` (e.g. weighted_alpaca_eval_gpt4_turbo):
-they call the API their configs.yaml names. Both registries are folders; there is no second list. Our names
-win on a clash (there is none in alpaca_eval 0.6.6).
+whose `make_fn_completions(spec, sources)` supplies the judge as a Python callable (and optional `check(spec,
+sources)` for preflight). AlpacaEval's are the folders of its `evaluators_configs` (e.g.
+weighted_alpaca_eval_gpt4_turbo): they call the API their configs.yaml names. Both registries are folders;
+there is no second list. Our names win on a clash (there is none in alpaca_eval 0.6.6).
 
 Nothing here imports alpaca_eval (seconds, and it resets the root logger): its folder is found with importlib.
 """
@@ -12,7 +12,6 @@ Nothing here imports alpaca_eval (seconds, and it resets the root logger): its f
 from __future__ import annotations
 
 import contextlib
-import difflib
 import importlib
 import importlib.util
 import logging
@@ -23,10 +22,11 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from bench.errors import ConfigError
+from bench.core.errors import ConfigError, did_you_mean
 
 if TYPE_CHECKING:
-    from bench.config import RunSpec
+    from bench.sources import Sources
+    from bench.specs import RunSpec
 
 ANNOTATORS_DIR = Path(__file__).parent / "annotators"
 ANNOTATOR_SUFFIX = "_judge"  # judge "toy" <-> annotators/toy_judge/
@@ -94,8 +94,7 @@ def resolve_judge(name: str) -> Judge:
         assert folder is not None
         return Judge(name, folder / name / "configs.yaml", "alpaca_eval")
     theirs = alpaca_eval_judges()
-    near = difflib.get_close_matches(name, our_judges() + theirs, n=3, cutoff=0.6)
-    hint = f" Did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
+    hint = did_you_mean(name, our_judges() + theirs)
     examples = [n for n in ("weighted_alpaca_eval_gpt4_turbo", "alpaca_eval_gpt4_turbo_fn") if n in theirs]
     raise ConfigError(
         f"eval.judge={name!r} is not a known judge.{hint} Our available judges: {', '.join(our_judges())} "
@@ -108,21 +107,21 @@ def resolve_judge(name: str) -> Judge:
 FnCompletions = Callable[..., dict[str, list[Any]]]
 
 
-def fn_completions(judge: Judge, spec: RunSpec) -> FnCompletions | None:
+def fn_completions(judge: Judge, spec: RunSpec, sources: Sources) -> FnCompletions | None:
     """Our judge's Python callable (bench/judge/<name>.py), or None (AlpacaEval's configs name a decoder)."""
     if judge.kind != "ours" or importlib.util.find_spec(f"bench.judge.{judge.name}") is None:
         return None
     module = importlib.import_module(f"bench.judge.{judge.name}")
-    fn: FnCompletions = module.make_fn_completions(spec)
+    fn: FnCompletions = module.make_fn_completions(spec, sources)
     return fn
 
 
-def check_our_judge(judge: Judge, spec: RunSpec) -> None:
-    """Preflight of one of our judges: its module's `check(spec)` if it has one (cheap: no weights loaded),
-    and its callable can be built from the config."""
+def check_our_judge(judge: Judge, spec: RunSpec, sources: Sources) -> None:
+    """Preflight of one of our judges: its module's `check(spec, sources)` if it has one (cheap: no weights
+    loaded), and its callable can be built from the config."""
     if importlib.util.find_spec(f"bench.judge.{judge.name}") is None:
         return
     module = importlib.import_module(f"bench.judge.{judge.name}")
     if hasattr(module, "check"):
-        module.check(spec)
-    module.make_fn_completions(spec)
+        module.check(spec, sources)
+    module.make_fn_completions(spec, sources)

@@ -21,23 +21,24 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from bench.errors import ConfigError
+from bench.core.errors import ConfigError
 from bench.judge.local_lm import judge_model_path, load_tokenizer
 from bench.judge.markers import parse_marked_prompt
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from bench.config import RunSpec
+    from bench.sources import Sources
+    from bench.specs import RunSpec
 
 log = logging.getLogger(__name__)
 
 
-def check(spec: RunSpec) -> None:
+def check(spec: RunSpec, sources: Sources) -> None:
     """Preflight: the folder's tokenizer and config load, and the model has exactly one output (a reward)."""
     from transformers import AutoConfig
 
-    path = judge_model_path(spec)
+    path = judge_model_path(spec, sources)
     load_tokenizer(path)
     try:
         config = AutoConfig.from_pretrained(path)
@@ -56,8 +57,8 @@ def check(spec: RunSpec) -> None:
         )
 
 
-def make_fn_completions(spec: RunSpec) -> RewardModelJudge:
-    return RewardModelJudge(judge_model_path(spec), spec.eval.judge_batch_size)
+def make_fn_completions(spec: RunSpec, sources: Sources) -> RewardModelJudge:
+    return RewardModelJudge(judge_model_path(spec, sources), spec.eval.judge_batch_size)
 
 
 def sigmoid(x: float) -> float:

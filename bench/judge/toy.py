@@ -13,15 +13,16 @@ that is exact for this judge because P(a over b) = 1 - P(b over a).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from bench.data.toyworld.process import judge_prob
+from bench.core.errors import ConfigError
 from bench.judge.markers import MARKERS as MARKERS  # re-exported: the toy template's markers
 from bench.judge.markers import parse_marked_prompt
 
 if TYPE_CHECKING:
-    from bench.config import RunSpec
+    from bench.sources import Sources
+    from bench.specs import RunSpec
 
 
 def parse_prompt(prompt: str) -> tuple[str, str]:
@@ -35,19 +36,18 @@ def parse_prompt(prompt: str) -> tuple[str, str]:
 
 
 class ToyJudge:
-    """Completion function for AlpacaEval: P(output_2 preferred) = sigmoid((s2 - s1) / tau), as text 1 + P.
+    """Completion function for AlpacaEval: the data's own judge, P(output_2 preferred), as the text 1 + P.
 
-    s = (#pos - #neg)/L + lambda log L (bench.data.toyworld.process.judge_score): the judge likes length,
-    which is what the length-controlled win rate has to undo.
+    The toy world's judge is sigmoid((s2 - s1) / tau) with s = (#pos - #neg)/L + lambda log L
+    (bench.toyworld.process.judge_score): it likes length, which the length-controlled win rate has to undo.
     """
 
-    def __init__(self, lam: float, tau: float):
-        self.lam = lam
-        self.tau = tau
+    def __init__(self, prob_second: Callable[[str, str], float]):
+        self.prob_second = prob_second
 
     def preference(self, output_1: str, output_2: str) -> float:
         """AlpacaEval's preference convention: 1 = output_1 wins, 2 = output_2 wins, soft in between."""
-        return 1.0 + judge_prob(output_1, output_2, self.lam, self.tau)
+        return 1.0 + self.prob_second(output_1, output_2)
 
     def __call__(self, prompts: Sequence[str], **kwargs: Any) -> dict[str, list[Any]]:
         """The `fn_completions` contract: completions, price and time per example (kwargs are ignored)."""
@@ -63,21 +63,14 @@ class ToyJudge:
         }
 
 
-def check(spec: RunSpec) -> None:
-    """The toy judge scores the toy world's sentiment words: refuse it on any other data."""
-    from bench.errors import ConfigError
-
-    if spec.dataset.source != "toyworld":
+def make_fn_completions(spec: RunSpec, sources: Sources) -> ToyJudge:
+    """The judge that comes with the run's data (the toy world's); refused on data that has none."""
+    prob = sources.data.judge_preference()
+    if prob is None:
         raise ConfigError(
-            f"eval.judge=toy scores the toy world's vocabulary, but dataset={spec.dataset.name}: use "
+            f"eval.judge=toy scores the toy world's vocabulary, but dataset={spec.dataset.name} has no judge "
+            "of its own: use "
             "eval.judge=local_lm or reward_model (with eval.judge_model), or an AlpacaEval annotator "
             "(e.g. weighted_alpaca_eval_gpt4_turbo); eval=chat and eval=alpaca_eval2 set one up"
         )
-
-
-def make_fn_completions(spec: RunSpec) -> ToyJudge:
-    """The judge of the run's world: lambda and tau come from dataset.world (bench.data.toyworld.build)."""
-    from bench.data.toyworld.build import world_params
-
-    params = world_params(spec)
-    return ToyJudge(params.judge_lambda, params.judge_tau)
+    return ToyJudge(prob)

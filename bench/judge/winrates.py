@@ -1,7 +1,7 @@
 """Win rates of the policy (output_2) over the reference (output_1) from annotations, with uncertainty.
 
-Every prompt's n_policy x n_reference sample pairs are judged (ARCHITECTURE.md, The toy world): pairs of one
-prompt share samples, so they are not independent. Standard errors therefore average the pairs of a prompt
+Every prompt's n_policy x n_reference sample pairs are judged (docs/toyworld.md, Preference data): pairs of
+one prompt share samples, so they are not independent. Standard errors therefore average the pairs of a prompt
 first and then go across prompts, and the bootstrap resamples prompt ids with replacement, keeping all pairs
 of a drawn prompt. Intervals are percentile intervals of the resampled statistic; the LC GLM is refitted per
 resample at a fixed C (bench.judge.lc).
@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bench.core.stats import mean_se, percentile_interval
 from bench.judge.lc import lc_data, lc_fit, lc_refit
+from bench.judge.references import load_gamed_csv
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
 LENGTH_SLOPE_RIDGE = 1e-3  # keeps the slope finite when a judge separates perfectly by length
 
 
-def _preferences(annotations: pd.DataFrame) -> np.ndarray:
+def preferences(annotations: pd.DataFrame) -> np.ndarray:
     """P(policy wins) per pair: AlpacaEval's preference minus 1 (1 = reference wins, 2 = policy wins, 1.5 =
     tie, soft in between; 0 is AlpacaEval's legacy tie)."""
     pref = annotations["preference"].astype(float).replace({0.0: 1.5})
@@ -46,18 +48,6 @@ def _per_prompt_mean(values: np.ndarray, codes: np.ndarray, n: int) -> np.ndarra
     return np.bincount(codes, weights=values, minlength=n) / np.bincount(codes, minlength=n)
 
 
-def _stderr(x: np.ndarray) -> float:
-    return float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else math.nan
-
-
-def _ci(samples: np.ndarray, level: float) -> tuple[float, float]:
-    finite = samples[np.isfinite(samples)]
-    if len(finite) == 0:
-        return math.nan, math.nan
-    low, high = np.quantile(finite, [(1 - level) / 2, (1 + level) / 2])
-    return float(low), float(high)
-
-
 def win_rates(
     annotations: pd.DataFrame,
     bootstrap: int = 0,
@@ -75,7 +65,7 @@ def win_rates(
     carry alpaca_eval_index for exactly its instructions (run_judge adds it when the prompts are
     AlpacaEval's).
     """
-    pref = _preferences(annotations)
+    pref = preferences(annotations)
     hard = np.where(pref > 0.5, 1.0, np.where(pref == 0.5, 0.5, 0.0))
     codes = _prompt_codes(annotations)
     n = int(codes.max()) + 1 if len(codes) else 0
@@ -83,16 +73,14 @@ def win_rates(
 
     gamed = None
     if gamed_csv is not None:
-        from bench.judge.references import load_gamed_csv
-
         gamed = load_gamed_csv(gamed_csv)
     data = lc_data(annotations, gamed)
     lc, C = lc_fit(data)
     out: dict[str, Any] = {
         "win_rate": float(soft_pp.mean()),
-        "win_rate_stderr": _stderr(soft_pp),
+        "win_rate_stderr": mean_se(soft_pp)[1],
         "win_rate_hard": float(hard_pp.mean()),
-        "win_rate_hard_stderr": _stderr(hard_pp),
+        "win_rate_hard_stderr": mean_se(hard_pp)[1],
         "lc_win_rate": lc,
         "lc_win_rate_stderr": math.nan,
         "lc_glm": data.glm,
@@ -109,7 +97,7 @@ def win_rates(
         samples["lc_win_rate"] = np.array([lc_refit(data, C, row[codes]) for row in counts])
         out["lc_win_rate_stderr"] = float(np.nanstd(samples["lc_win_rate"], ddof=1))
     for name, values in samples.items():
-        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = _ci(values, ci_level)
+        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = percentile_interval(values, ci_level)
     return out
 
 
@@ -151,7 +139,7 @@ def judge_length_stats(
     P(policy wins); lc_minus_raw: lc_win_rate - win_rate (from `rates`, i.e. win_rates' result, when given,
     else recomputed without bootstrap; pass the same gamed_csv as to win_rates).
     """
-    p = _preferences(annotations)
+    p = preferences(annotations)
     diff = (annotations["output_2"].str.len() - annotations["output_1"].str.len()).to_numpy(float)
     if rates is None:
         rates = win_rates(annotations, bootstrap=0, gamed_csv=gamed_csv)

@@ -7,11 +7,10 @@ hyperparameters. The config group is the registry: there is no list of variants 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib
 from typing import Any
 
-from bench.errors import ConfigError
+from bench.core.errors import ConfigError, did_you_mean
 
 from .base import LossOutput, PreferenceLoss, SequenceStats
 
@@ -31,10 +30,8 @@ def build_loss(name: str, params: dict[str, Any]) -> PreferenceLoss:
     valid = [f.name for f in dataclasses.fields(cls)]
     for key in params:
         if key not in valid:
-            near = difflib.get_close_matches(key, valid, n=1)
-            hint = f" Did you mean {near[0]!r}?" if near else ""
             raise ConfigError(
-                f"unknown hyperparameter loss.{key} for loss {name!r}.{hint} "
+                f"unknown hyperparameter loss.{key} for loss {name!r}.{did_you_mean(key, valid)} "
                 f"Valid: {', '.join(valid) or 'none'}."
             )
     return cls(**params)

@@ -11,11 +11,16 @@ depends on the rest of its batch (larger batches give finer quantiles). The B lo
 pair order; the trainer only averages them. Log-probs are summed over tokens. Same as TRL's `loss_type="aot"`
 (its logistic relaxation, no label smoothing). Implicit reward logged: beta * log-ratio, per pair.
 
-Worked example (checked by tests/test_losses_dpo_family.py): beta = 0.1, two pairs: policy chosen/rejected
+Worked example (checked by tests/losses/test_losses_dpo_family.py): beta = 0.1, two pairs: policy chosen/rejected
 -10 / -12 and -8 / -7, reference chosen/rejected -11 / -11 and -9 / -10. u = (2, -1), v = (0, 1); sorted
 u = (-1, 2), v = (0, 1); differences (-1, 1); per-quantile losses -log sigmoid(-0.1) = 0.744397 and
 -log sigmoid(0.1) = 0.644397 (pairwise DPO would give 0.798139 and 0.598139), so the batch
 loss = (0.744397 + 0.644397) / 2 = 0.694397.
+
+    Check: beta=0.1
+        batch: policy_chosen_logps=-10,-8 policy_rejected_logps=-12,-7 ref_chosen_logps=-11,-9
+            ref_rejected_logps=-11,-10
+        expect: loss=0.694397
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import torch
 
-from bench.errors import ConfigError
+from bench.core.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,8 @@ class SequenceStats:
     ref_rejected_logps: torch.Tensor | None = None
     # Mismatched (prompt, completion) pairs, only for variants that declare `needs_kl_pairs`: shape (2B,),
     # each prompt of the batch with the chosen, then the rejected, completion of another row (a fixed
-    # derangement, bench/klpairs.py). Summed completion log-probs as above; the policy's carry no gradient.
+    # derangement, bench/train/klpairs.py). Summed completion log-probs as above; the policy's carry no
+    # gradient.
     policy_kl_logps: torch.Tensor | None = None
     ref_kl_logps: torch.Tensor | None = None
 

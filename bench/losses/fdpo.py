@@ -15,11 +15,15 @@ TRL's `f_alpha_divergence_coef = c` computes (u^(c-1) - 1)/(c - 1): the paper's 
 Exponents are clamped at 80, as TRL does for alpha, so extreme log-ratios cannot overflow float32. Implicit
 reward logged: beta * f'(u).
 
-Worked example (checked by tests/test_losses_dpo_family.py): beta = 0.1, divergence = js_divergence, policy
+Worked example (checked by tests/losses/test_losses_dpo_family.py): beta = 0.1, divergence = js_divergence, policy
 chosen/rejected = -10 / -12, reference chosen/rejected = -11 / -11.5. Log-ratios +1 and -0.5,
 f'(e^1) = log(2e / (1 + e)) = 0.379885, f'(e^-0.5) = log(2e^-0.5 / (1 + e^-0.5)) = -0.280930, difference
 0.660815, times beta 0.0660815, so
 loss = -log sigmoid(0.0660815) = 0.660652; rewards 0.0379885 and -0.0280930.
+
+    Check: beta=0.1 divergence=js_divergence
+        batch: policy_chosen_logps=-10 policy_rejected_logps=-12 ref_chosen_logps=-11 ref_rejected_logps=-11.5
+        expect: loss=0.660652 chosen_rewards=0.0379885 rejected_rewards=-0.0280930
 """
 
 from __future__ import annotations

@@ -9,10 +9,14 @@ from log-probs summed over completion tokens, as Eq. 17 (whole-sequence probabil
 code; with `True` each log-ratio is first divided by its token count, as TRL's `loss_type="ipo"` does, so the
 target is in nats per token. Implicit reward logged: beta * log-ratio (per token when averaging).
 
-Worked example (checked by tests/test_losses_dpo_family.py): beta = 0.1, average_log_probs = False, policy
+Worked example (checked by tests/losses/test_losses_dpo_family.py): beta = 0.1, average_log_probs = False, policy
 chosen/rejected = -10 / -12, reference chosen/rejected = -11 / -11. Log-ratios +1 and -1, h = 2,
 target 1/(2 * 0.1) = 5, so
 loss = (2 - 5)^2 = 9.000000; rewards 0.1 and -0.1.
+
+    Check: beta=0.1 average_log_probs=False
+        batch: policy_chosen_logps=-10 policy_rejected_logps=-12 ref_chosen_logps=-11 ref_rejected_logps=-11
+        expect: loss=9.000000 chosen_rewards=0.1 rejected_rewards=-0.1
 """
 
 from __future__ import annotations

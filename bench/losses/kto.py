@@ -20,11 +20,16 @@ sampler); the estimator is the same, the pairs differ. TRL also averages z0 over
 The paper advises lambda_d * n_d / (lambda_u * n_u) in [1, 4/3]; with paired data n_d = n_u, so lambda_d /
 lambda_u in [1, 4/3].
 
-Worked example (checked by tests/test_losses_reference_free.py): beta = 0.1, lambda_d = 1, lambda_u = 1.5;
+Worked example (checked by tests/losses/test_losses_reference_free.py): beta = 0.1, lambda_d = 1, lambda_u = 1.5;
 policy chosen/rejected = -10 / -12, reference -11 / -11, so r(yw) = 1 and r(yl) = -1; KL pairs policy -20 /
 -25, reference -22 / -24, log-ratios 2 and -1, mean 0.5, z0 = 0.5. Desirable: 1 - sigmoid(0.1 * (1 -
 0.5)) = 1 - 0.512497 = 0.487503; undesirable: 1 - sigmoid(0.1 * (0.5 + 1)) = 1 - 0.537430 = 0.462570;
 rewards 0.1 and -0.1; per-example loss = (1 * 0.487503 + 1.5 * 0.462570) / 2 = 0.590679.
+
+    Check: beta=0.1 lambda_d=1 lambda_u=1.5
+        batch: policy_chosen_logps=-10 policy_rejected_logps=-12 ref_chosen_logps=-11 ref_rejected_logps=-11
+            policy_kl_logps=-20,-25 ref_kl_logps=-22,-24
+        expect: loss=0.590679 chosen_rewards=0.1 rejected_rewards=-0.1
 """
 
 from __future__ import annotations

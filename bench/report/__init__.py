@@ -20,12 +20,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.records import atomic_write_text
+from bench.core.errors import ConfigError
+from bench.core.records import atomic_write_text
+from bench.core.splits import SPLITS
 from bench.report.collect import Study, collect, collect_study
 from bench.report.html import Section, write_html, write_markdown
-from bench.report.stats import SelectionRule
+from bench.report.plots import plot_all
+from bench.report.published import comparison
+from bench.report.stats import SelectionRule, select_best
 from bench.report.tables import best_table, full_grid, write_table
-from bench.splits import SPLITS
 
 __all__ = ["SelectionRule", "collect", "collect_study", "write_report"]
 log = logging.getLogger(__name__)
@@ -43,8 +46,6 @@ def _best_section(study: Study, rule: SelectionRule, baseline: str, out: Path) -
         best = best_table(study, rule, baseline, report_split)
     except KeyError as err:
         if str(err.args[0]).startswith("no metric"):  # a typo in --select: the user's to fix, not a note
-            from bench.errors import ConfigError
-
             raise ConfigError(err.args[0]) from err
         return Section("Best configuration per variant", f"Not available: {err.args[0]}")  # pre-split runs
     caption = (
@@ -57,9 +58,6 @@ def _best_section(study: Study, rule: SelectionRule, baseline: str, out: Path) -
 
 
 def _published_section(study: Study, rule: SelectionRule, out: Path) -> Section | None:
-    from bench.report.published import comparison
-    from bench.report.stats import select_best
-
     if not study.source or study.runs.empty:
         return None
     source = study.source if isinstance(study.source, dict) else {"file": study.source}
@@ -92,8 +90,6 @@ def _published_section(study: Study, rule: SelectionRule, out: Path) -> Section 
 
 def write_report(study_dir: Path, rule: SelectionRule | None = None, baseline: str = "dpo") -> str:
     """Write the report folder; return the full grid as markdown (what `bench report` prints)."""
-    from bench.report.plots import plot_all
-
     rule = rule or SelectionRule()
     log.info("report %s: reading run folders", study_dir.name)
     study = collect_study(study_dir)

@@ -10,7 +10,8 @@ from typing import Any
 
 import pandas as pd
 
-from bench.records import read_json, read_jsonl
+from bench.core.keys import config_hash, signature
+from bench.core.records import read_json, read_jsonl
 
 
 @dataclass
@@ -47,8 +48,6 @@ def metric_columns(folder: Path) -> dict[str, Any]:
 
 def _config_key(cfg: dict[str, Any]) -> str:
     """What groups the seeds of one configuration: the run's experiment signature without its seed."""
-    from bench.config import config_hash, signature
-
     sig = signature(cfg)
     sig.pop("seed", None)
     return config_hash(sig)

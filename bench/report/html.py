@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.records import atomic_write_text
+from bench.core.records import atomic_write_text
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; color: #222; }

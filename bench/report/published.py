@@ -18,9 +18,10 @@ from typing import Any
 
 import pandas as pd
 
-from bench.errors import ConfigError
+from bench.core.errors import ConfigError
+from bench.core.project import project_root
 
-PUBLISHED_DIR = Path(__file__).resolve().parent.parent.parent / "analysis" / "published"
+PUBLISHED_DIR = project_root() / "analysis" / "published"  # the project's published numbers
 COLUMNS = ("source", "setting", "method", "method_published", "metric", "value", "unit", "note")
 UNITS = ("percent", "fraction", "value")
 

@@ -14,9 +14,10 @@ from typing import Any
 
 import pandas as pd
 
-from bench.records import atomic_write_text
+from bench.core.records import atomic_write_text
+from bench.core.stats import mean_ci, paired_difference, seed_t_interval
 from bench.report.collect import Study
-from bench.report.stats import SelectionRule, mean_ci, paired_difference, seed_t_interval, select_best
+from bench.report.stats import SelectionRule, select_best
 
 # Columns of the full grid, in order; the CSV keeps every metric.
 HEADLINE = (

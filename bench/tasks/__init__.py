@@ -1,1 +1,1 @@
-"""Our own lm-eval task YAMLs (toy_*.yaml) and their helpers; loaded by bench.evaluate, not imported."""
+"""Our own lm-eval task YAMLs (toy_*.yaml) and their helpers; loaded by bench.stages.lm_eval, not imported."""

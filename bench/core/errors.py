@@ -1,0 +1,28 @@
+"""The error types users are meant to read (what was wrong, where: file, row or key, and what to do), and the
+one near-match helper every "unknown name" message uses."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class ConfigError(ValueError):
+    """Bad configuration or input, detected before compute."""
+
+
+class UnavailableError(ConfigError):
+    """Something the run needs that this machine lacks but another may have (a Hub model or dataset not in
+    the local cache while offline, an API key not set here, a local file of another machine). A submission
+    fails on it; `bench sweep --dry-run` lists it as not checked here and validates everything else."""
+
+
+NEAR_MATCH_CUTOFF = (
+    0.6  # difflib's ratio: 'dpoo' -> 'dpo', 'lerning_rate' -> 'learning_rate', not 'ipo' -> 'kto'
+)
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """' Did you mean 'x' or 'y'?' for the closest of `choices` (up to three), or '' when none is close."""
+    near = difflib.get_close_matches(name, list(choices), n=3, cutoff=NEAR_MATCH_CUTOFF)
+    return f" Did you mean {' or '.join(repr(n) for n in near)}?" if near else ""

@@ -1,0 +1,185 @@
+"""One run, stage by stage, each skipped when its outputs are complete, so rerunning a finished run does
+nothing and an interrupted one resumes at its first unfinished stage.
+
+    train -> reference -> generate -> judge -> lm_eval -> metrics -> curve
+
+`STAGES` is the one ordered list; adding a stage is one module in bench/stages/ and one line here. The runner
+(bench.stages.base.execute) knows nothing stage-specific; this module adds what a run needs around it: the
+preflight, the per-run lock, the manifest and status.json.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from bench.config import build_spec, compose
+from bench.core.errors import ConfigError, UnavailableError
+from bench.core.keys import EVAL_TARGET, key_hash
+from bench.core.records import Status, read_json, try_lock, write_manifest
+from bench.judge import check_judge
+from bench.sources import Sources, select
+from bench.sources.prompts import check_prompts
+from bench.specs import RunSpec
+from bench.stages.base import Context, Stage, execute
+from bench.stages.curve import Curve
+from bench.stages.generate import Generate
+from bench.stages.judge import Judge
+from bench.stages.lm_eval import LmEval, check_tasks
+from bench.stages.metrics import Metrics
+from bench.stages.reference import Reference
+from bench.stages.train import Train
+
+log = logging.getLogger(__name__)
+
+GENERATE, JUDGE, LM_EVAL, METRICS = Generate(), Judge(), LmEval(), Metrics()
+STAGES: tuple[Stage, ...] = (
+    Train(),
+    Reference(),
+    GENERATE,
+    JUDGE,
+    LM_EVAL,
+    METRICS,
+    Curve(per_step=(GENERATE, JUDGE, METRICS)),  # lm-eval only on final models
+)
+EVALUATION: tuple[Stage, ...] = tuple(
+    s for s in STAGES if s.name in ("reference", "generate", "judge", "lm_eval", "metrics")
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)
+
+
+def stages_named(names: list[str] | None) -> tuple[Stage, ...]:
+    """The stages of STAGES with these names, in pipeline order (all when None)."""
+    if names is None:
+        return STAGES
+    unknown = [n for n in names if n not in STAGE_NAMES]
+    if unknown:
+        raise ConfigError(f"unknown stage {unknown[0]!r}; stages: {', '.join(STAGE_NAMES)}")
+    return tuple(s for s in STAGES if s.name in names)
+
+
+def preflight(spec: RunSpec, unavailable: list[str] | None = None) -> Sources:
+    """Checks that need files but no compute: fail before any training on bad data, prompts, models, judges
+    or task names. With `unavailable` (a dry run), what only this machine lacks (UnavailableError: a Hub
+    dataset or model not cached offline, an API key, another machine's file) is appended there instead of
+    raised, and every other check still runs. Returns the run's sources."""
+    sources = select(spec)
+    checks = (
+        sources.data.check,  # every row read and validated now, not after model loading
+        lambda: check_prompts(spec),
+        sources.model.check,
+        lambda: check_judge(spec, sources),
+    )
+    for check in checks:
+        try:
+            check()
+        except UnavailableError as err:
+            if unavailable is None:
+                raise
+            unavailable.append(str(err))
+    if spec.train.accelerate_config and not Path(spec.train.accelerate_config).exists():
+        raise ConfigError(
+            f"train.accelerate_config={spec.train.accelerate_config}: no such file (an `accelerate config` "
+            "YAML for DDP, FSDP or DeepSpeed; null for plain DDP)"
+        )
+    check_tasks(spec.eval.lm_eval.tasks, sources.data.lm_eval_tasks(), spec.dataset.name)
+    return sources
+
+
+def run_one(
+    spec: RunSpec,
+    stages: tuple[Stage, ...] = STAGES,
+    policy: Path | None = None,
+    run_dir: Path | None = None,
+    manifest_extra: dict[str, Any] | None = None,
+) -> Path:
+    """Run (or resume) the given stages of one run; returns the run folder.
+
+    By default the policy is the run's own trained checkpoint; `bench evaluate` passes another `policy`
+    (any saved model) and folder, and runs only the evaluation stages."""
+    entered = time.time()  # the harness's own time per run is measured from here (bench.benchmarks.overhead)
+    run_dir = run_dir or spec.run_dir()
+    sources = preflight(spec)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # One process per run folder: a second submission of the same run (two sweeps at once, a requeue racing
+    # its predecessor) leaves it to the holder instead of computing it twice.
+    with try_lock(run_dir / ".run.lock") as mine:
+        if not mine:
+            log.warning("[%s] is running in another process; leaving it there", run_dir.name)
+            return run_dir
+        ctx = Context(spec, sources, run_dir, policy or spec.checkpoint_dir())
+        expected = STAGES if ctx.policy == spec.checkpoint_dir() else EVALUATION
+        extra = {
+            "study": spec.study,
+            "policy": str(ctx.policy),
+            "model": sources.model.describe(),
+            **(manifest_extra or {}),
+        }
+        write_manifest(run_dir, run_dir.name, spec.config, extra)
+        status = Status(run_dir)
+        status.begin_attempt(entered)
+        execute(stages, ctx, status)
+        if all(stage.complete(ctx) for stage in expected):
+            status.finish()
+            finished = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            write_manifest(run_dir, run_dir.name, spec.config, {**extra, "finished": finished})
+    return run_dir
+
+
+def target_kind(target: str) -> str:
+    """What `bench evaluate TARGET` names: 'run' (a run folder), 'reference', or 'model' (a saved model)."""
+    path = Path(target)
+    if (path / "manifest.json").exists():
+        return "run"
+    if target == "reference":
+        return "reference"
+    if (path / "config.json").exists():
+        return "model"
+    raise ConfigError(
+        f"{target!r} ({path.resolve()}) is neither a run folder (with manifest.json), a model folder (with "
+        "config.json) nor 'reference'"
+    )
+
+
+def evaluate_target(target: str, overrides: list[str]) -> Path:
+    """`bench evaluate TARGET`: the evaluation stages on a run folder, a saved model, or `reference`.
+
+    A run folder whose config the overrides leave unchanged is evaluated in place (finished stages skip).
+    Anything else gets its own folder results/<study>/eval-<label>-<hash>/, named by the experiment's
+    signature and the evaluated model, so re-evaluating the same model the same way resumes there."""
+    path = Path(target)
+    kind = target_kind(target)
+    if kind == "run":
+        manifest = read_json(path / "manifest.json")
+        cfg = OmegaConf.create(manifest["config"])
+        OmegaConf.set_struct(cfg, True)  # an override may change a value, never invent a key
+        try:
+            merged = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+        except OmegaConfBaseException as err:
+            raise ConfigError(
+                f"cannot apply {overrides} to the config of {path.resolve()}: {err}. Only dotted keys of "
+                "the stored config can change (e.g. eval.max_prompts=8); for other groups, evaluate the "
+                "checkpoint"
+            ) from err
+        assert isinstance(merged, DictConfig)
+        spec = build_spec(merged)
+        policy = Path(manifest.get("policy") or spec.checkpoint_dir())
+        label = path.name
+        if spec.run_id == path.name and not overrides:
+            return run_one(spec, EVALUATION, policy=policy, run_dir=path)
+    else:
+        spec = build_spec(compose(overrides))
+        if kind == "reference":
+            policy, label = select(spec).model.reference(), "reference"
+        else:
+            policy, label = path.resolve(), path.name
+    key = key_hash(EVAL_TARGET, spec.config, policy=str(policy))
+    run_dir = spec.paths.results / spec.study / f"eval-{label}-{key}"
+    return run_one(
+        spec, EVALUATION, policy=policy, run_dir=run_dir, manifest_extra={"label": f"eval:{label}"}
+    )

@@ -1,0 +1,103 @@
+"""What a run reads from the outside world, behind two interfaces chosen once from the config
+(bench.sources.select): where the preference data, evaluation prompts, gold reward and data-specific lm-eval
+documents come from (DataSource), and where the reference model comes from and how models load (ModelSource).
+
+Stages never ask which source they have: they call these methods. A source that has no gold reward, no judge
+of its own or no lm-eval documents says so by returning None or nothing.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.core.chat import Prompt
+from bench.sources.loading import load_causal_lm
+from bench.sources.rows import load_jsonl_rows
+from bench.specs import RunSpec
+
+
+@dataclass(frozen=True)
+class GoldReward:
+    """A known true reward of completions (the toy world's): evaluation only, never seen in training.
+
+    `alphas` are the repetition weights it is reported at (the first is the headline); `reward(text, alpha)`
+    scores one completion; `sentiment(text)` is the data's own sentiment score, reported beside it."""
+
+    alphas: tuple[float, ...]
+    reward: Callable[[str, float], float]
+    sentiment: Callable[[str], float]
+
+
+class DataSource(ABC):
+    """Preference pairs for training, prompts for evaluation, and what else the data knows."""
+
+    def __init__(self, spec: RunSpec) -> None:
+        self.spec = spec
+
+    def training_pairs(self) -> list[dict[str, Any]]:
+        """The run's training pairs {prompt, chosen, rejected}, every row validated (ConfigError lists bad
+        ones): dataset.train_path when it is set, else the data's own."""
+        if self.spec.dataset.train_path:
+            return load_jsonl_rows(Path(self.spec.dataset.train_path))
+        return self.own_pairs()
+
+    @abstractmethod
+    def own_pairs(self) -> list[dict[str, Any]]:
+        """The data's own training pairs, validated."""
+
+    @abstractmethod
+    def heldout_prompts(self) -> list[Prompt]:
+        """The data's own evaluation prompts, disjoint from its training prompts (eval.prompts replaces
+        them)."""
+
+    def check(self) -> None:  # noqa: B027  (optional: a source with nothing to check keeps it)
+        """Preflight: read and validate what a run will read, before any model is loaded."""
+
+    def gold(self) -> GoldReward | None:
+        """The true reward, when the data has one."""
+        return None
+
+    def judge_preference(self) -> Callable[[str, str], float] | None:
+        """The data's own judge, P(second completion preferred), when it comes with one (eval.judge=toy)."""
+        return None
+
+    def lm_eval_tasks(self) -> dict[str, Path]:
+        """{shipped task name: its documents file} for lm-eval tasks whose documents come from this data (the
+        files exist once the data is prepared: the toy world writes them when it is built)."""
+        return {}
+
+
+class ModelSource(ABC):
+    """The reference (SFT) model: where its folder is, how models of its family load, what the manifest
+    says."""
+
+    def __init__(self, spec: RunSpec) -> None:
+        self.spec = spec
+
+    @abstractmethod
+    def reference(self) -> Path:
+        """The reference model's folder (built, converted or downloaded first when needed)."""
+
+    def check(self) -> None:  # noqa: B027  (optional: a source with nothing to check keeps it)
+        """Preflight: the model can be found, without loading it (UnavailableError when only this machine
+        lacks it)."""
+
+    def describe(self) -> dict[str, Any]:
+        """What the manifest records of the reference model."""
+        m = self.spec.model
+        return {"source": m.source, "path": m.path, "revision": m.revision}
+
+    def load(self, path: Path | str) -> tuple[Any, Any]:
+        """(model in eval mode, tokenizer) from a saved folder of this model family, with the run's dtype and
+        attention implementation: every stage loads models here, so they are alike in all of them."""
+        return load_causal_lm(path, self.spec.model.dtype, self.spec.model.attn_implementation)
+
+
+@dataclass(frozen=True)
+class Sources:
+    data: DataSource
+    model: ModelSource

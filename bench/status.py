@@ -1,0 +1,117 @@
+"""A study's state from its folders: each run's status.json (the truth), with Slurm's job state beside it as a
+hint, for `bench status` and `bench sweep --wait`. Reads files only (and asks sacct)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+from bench.core.records import read_json
+
+
+def run_state(run_dir: Path) -> tuple[str, str, str]:
+    """(state, stage, first line of the error) of a run folder; 'pending' when it has none yet."""
+    if not (run_dir / "status.json").exists():
+        return "pending", "", ""
+    status = read_json(run_dir / "status.json")
+    error = (status.get("error") or "").strip().splitlines()
+    return status.get("state", "pending"), status.get("stage") or "", error[0] if error else ""
+
+
+# Slurm job states after which the job will not run again (sacct's names); anything else is queued or running
+SLURM_ENDED = {"CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
+
+
+def slurm_jobs(study_dir: Path) -> dict[str, str]:
+    """run id -> Slurm job id of the latest submission that included the run (from study.json)."""
+    path = study_dir / "study.json"
+    jobs: dict[str, str] = {}
+    if path.exists():
+        for submission in read_json(path).get("submissions", []):
+            jobs.update(submission.get("jobs") or {})
+    return jobs
+
+
+def _array_tasks(job_field: str) -> list[str]:
+    """sacct's JobID to task ids: '12_3' -> ['12_3']; a pending range '12_[3-5%2]' -> 12_3, 12_4, 12_5."""
+    if "_[" not in job_field:
+        return [job_field]
+    array, spec = job_field.split("_[", 1)
+    tasks: list[str] = []
+    for part in spec.rstrip("]").split("%")[0].split(","):
+        lo, _, hi = part.partition("-")
+        tasks += [f"{array}_{i}" for i in range(int(lo), int(hi or lo) + 1)]
+    return tasks
+
+
+def slurm_states(job_ids: list[str]) -> dict[str, str]:
+    """Slurm's state of each job id (sacct), or {} when Slurm cannot be asked: it is only a hint."""
+    if not job_ids or shutil.which("sacct") is None:
+        return {}
+    arrays = sorted({j.split("_")[0] for j in job_ids})
+    try:
+        out = subprocess.run(
+            ["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(arrays)],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+    except (subprocess.SubprocessError, OSError):
+        return {}
+    states: dict[str, str] = {}
+    for line in out.splitlines():
+        job, _, state = line.partition("|")
+        for task in _array_tasks(job.strip()):
+            states[task] = state.split()[0] if state.strip() else ""  # "CANCELLED by 0" -> CANCELLED
+    return states
+
+
+def _process_gone(run_dir: Path) -> bool:
+    """True when the run's last attempt was a process on this host that no longer exists."""
+    attempts = read_json(run_dir / "status.json").get("attempts") or []
+    if not attempts or attempts[-1].get("host") != socket.gethostname() or attempts[-1].get("slurm_job"):
+        return False
+    try:
+        os.kill(int(attempts[-1]["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def shown_state(run_dir: Path, state: str, slurm_state: str) -> str:
+    """The run folder's state, corrected by what the folder cannot know: a job Slurm ended (cancelled, node
+    failure) or requeued, and a local process that died without recording it."""
+    if state in ("done", "failed"):
+        return state
+    if slurm_state in SLURM_ENDED:
+        return slurm_state.lower()
+    if state == "interrupted" and slurm_state in ("PENDING", "REQUEUED", "RUNNING"):
+        return "requeued"
+    if state == "running" and not slurm_state and _process_gone(run_dir):
+        return "stopped"
+    return state
+
+
+def status_table(study_dir: Path) -> str:
+    """One line per run of a study (its folders, and runs submitted but not started): state, current stage,
+    Slurm's job and state, the error of a failed run."""
+    jobs = slurm_jobs(study_dir)
+    slurm = slurm_states(list(jobs.values()))
+    lines = [f"{'run':52s} {'state':11s} {'stage':9s} {'job':22s} error"]
+    counts: dict[str, int] = {}
+    names = {p.name for p in study_dir.iterdir() if (p / "manifest.json").exists()} | set(jobs)
+    for folder in (study_dir / name for name in sorted(names)):
+        state, stage, error = run_state(folder)
+        job = jobs.get(folder.name, "")
+        state = shown_state(folder, state, slurm.get(job, ""))
+        counts[state] = counts.get(state, 0) + 1
+        job_text = f"{job} {slurm.get(job, '')}".strip()
+        lines.append(f"{folder.name:52s} {state:11s} {stage:9s} {job_text:22s} {error}".rstrip())
+    lines.append(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no runs")
+    return "\n".join(lines)

@@ -1,0 +1,66 @@
+"""Shared cache of reference statistics: summed reference log-probs of every training pair, computed once.
+
+Every run of a study that trains on the same tokenised pairs against the same reference model needs the same
+reference log-probs. They are keyed by the reference model's identity, the token ids of the pairs and the
+truncation settings, and stored under <paths.cache>/refstats/, so a beta or learning-rate sweep (on one
+machine or on every node that sees the cache folder) does one reference pass over the data instead of one per
+run and step. TRL's own `precompute_ref_log_probs` caches per dataset fingerprint in the datasets cache, which
+changes with every process's transforms; hence this small layer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.core.records import atomic_write_json, file_lock
+
+Computer = Callable[[], tuple[torch.Tensor, torch.Tensor]]
+
+
+def model_identity(path: Path) -> str:
+    """A reference model's identity: its config and the size and hash-of-head of each weight file.
+
+    Cheap even for 7B checkpoints (no full read), and different whenever the weights are replaced.
+    """
+    digest = hashlib.sha256((path / "config.json").read_bytes())
+    for weights in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
+        digest.update(weights.name.encode())
+        digest.update(str(weights.stat().st_size).encode())
+        with weights.open("rb") as fh:
+            digest.update(fh.read(1 << 20))
+    return digest.hexdigest()[:16]
+
+
+def pairs_key(rows: Iterable[dict[str, Any]], identity: str, settings: dict[str, Any]) -> str:
+    """Hash of the reference identity, the tokenised pairs (in order) and the truncation settings."""
+    digest = hashlib.sha256(identity.encode())
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    for row in rows:
+        digest.update(json.dumps([row["prompt_ids"], row["chosen_ids"], row["rejected_ids"]]).encode())
+    return digest.hexdigest()[:20]
+
+
+def cached_reference_logps(
+    cache_dir: Path, key: str, compute: Computer
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """(chosen, rejected, computed_now): load the cached tensors or compute them once under a file lock."""
+    path = cache_dir / f"{key}.pt"
+    with file_lock(cache_dir / f".{key}.lock"):
+        if path.exists():
+            data = torch.load(path)
+            return data["chosen"], data["rejected"], False
+        t0 = time.perf_counter()
+        chosen, rejected = compute()
+        seconds = time.perf_counter() - t0
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save({"chosen": chosen, "rejected": rejected}, tmp)
+        tmp.replace(path)
+        atomic_write_json(cache_dir / f"{key}.json", {"pairs": len(chosen), "key": key, "seconds": seconds})
+    return chosen, rejected, True

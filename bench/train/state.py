@@ -1,0 +1,151 @@
+"""What the train stage keeps on disk while it runs: the progress log, intermediate policies for evaluation
+over training, and resumable trainer checkpoints, so a preempted or timed-out run continues where it was.
+
+Rank-aware: under `accelerate launch` (train.processes > 1) every process runs the trainer, and only rank 0
+writes the run's own files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench.core.records import atomic_dir, atomic_write_text, read_jsonl
+
+if TYPE_CHECKING:
+    from bench.specs import RunSpec
+
+log = logging.getLogger(__name__)
+
+
+def is_main_process() -> bool:
+    """Rank 0, or the only process (accelerate and torchrun set RANK in every process they start)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def trainer_dir(spec: RunSpec) -> Path:
+    """TRL/transformers checkpoints (weights, optimiser, scheduler, RNG) of an unfinished training."""
+    return spec.scratch_dir() / "trainer"
+
+
+def step_checkpoints_dir(spec: RunSpec) -> Path:
+    """Intermediate policies for evaluation over training: <scratch>/<study>/<run_id>/steps/step-NNNNNN."""
+    return spec.scratch_dir() / "steps"
+
+
+def last_complete_checkpoint(folder: Path) -> tuple[Path, int] | None:
+    """The newest checkpoint-N whose trainer_state.json (transformers writes it last) reads back whole.
+
+    transformers writes a checkpoint in place, file by file: a job killed while saving leaves a partial
+    folder, which must not be resumed from. With save_total_limit=1 the older complete one is deleted only
+    after the new one is finished, so a complete one exists whenever any checkpoint was ever saved."""
+    if not folder.is_dir():
+        return None
+    found: list[tuple[int, Path]] = []
+    for path in folder.glob("checkpoint-*"):
+        try:
+            state = json.loads((path / "trainer_state.json").read_text())
+            found.append((int(state["global_step"]), path))
+        except (OSError, ValueError, KeyError):
+            continue  # partial: being written, or killed while saving
+    if not found:
+        return None
+    step, path = max(found)
+    return path, step
+
+
+def keep_log_until(path: Path, step: int) -> None:
+    """Cut the partial train log back to rows of steps <= `step` (steps past the checkpoint are redone)."""
+    if not path.exists():
+        return
+    rows = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def log_callback(path: Path) -> Any:
+    from transformers import TrainerCallback
+
+    class JsonlLog(TrainerCallback):  # type: ignore[misc]
+        """Append each TRL log row to the partial train log (rank 0) and print a progress line."""
+
+        def __init__(self) -> None:
+            self.fh: Any = None
+            self.t0 = time.perf_counter()
+
+        def on_log(
+            self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
+        ) -> None:
+            if not state.is_world_process_zero:
+                return
+            row = {
+                "step": state.global_step,
+                "epoch": state.epoch,
+                "time_s": round(time.perf_counter() - self.t0, 3),
+            }
+            row.update(logs or {})
+            if self.fh is None:
+                self.fh = path.open("a")  # a resumed run appends to the rows kept by keep_log_until
+            self.fh.write(json.dumps(row) + "\n")
+            self.fh.flush()
+            if "loss" in row:
+                log.info(
+                    "train step %d/%d loss %.4f margin %.3f acc %.2f",
+                    state.global_step,
+                    state.max_steps,
+                    row["loss"],
+                    row.get("rewards/margins", float("nan")),
+                    row.get("rewards/accuracies", float("nan")),
+                )
+
+        def on_train_end(self, *a: Any, **kw: Any) -> None:
+            if self.fh is not None:
+                self.fh.close()
+
+    return JsonlLog()
+
+
+def step_saver(folder: Path, every: int, tokenizer: Any) -> Any:
+    from transformers import TrainerCallback
+
+    class StepSaver(TrainerCallback):  # type: ignore[misc]
+        """Save the policy's weights (no optimiser state) every `every` steps, each folder atomically; a step
+        already saved by an interrupted earlier attempt is kept."""
+
+        def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
+            step = state.global_step
+            target = folder / f"step-{step:06d}"
+            if not state.is_world_process_zero:
+                return
+            if step % every or target.exists() or step == state.max_steps:  # the final one is the checkpoint
+                return
+            with atomic_dir(target) as tmp:
+                model.save_pretrained(str(tmp))
+                tokenizer.save_pretrained(str(tmp))
+
+    return StepSaver()
+
+
+def publish_final(trainer: Any, tokenizer: Any, checkpoint: Path) -> None:
+    """Save the trained policy to `checkpoint` in one rename. Every process calls this (FSDP and DeepSpeed
+    gather the weights collectively); rank 0 writes and renames."""
+    staging = checkpoint.with_name(checkpoint.name + ".partial")
+    if trainer.accelerator.is_main_process and staging.exists():
+        shutil.rmtree(staging)  # left by a run killed while saving
+    trainer.accelerator.wait_for_everyone()
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "merge_and_unload"):  # peft (model.lora): save the merged full model, which evaluation,
+        if trainer.accelerator.is_main_process:  # lm-eval and vLLM load like any checkpoint
+            model.merge_and_unload().save_pretrained(str(staging))
+    else:
+        trainer.save_model(str(staging))
+    if trainer.accelerator.is_main_process:
+        tokenizer.save_pretrained(str(staging))
+        if checkpoint.exists():
+            shutil.rmtree(checkpoint)
+        os.replace(staging, checkpoint)
+    trainer.accelerator.wait_for_everyone()

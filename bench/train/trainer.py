@@ -1,0 +1,176 @@
+"""The one TRL subclass: every variant trains through DPOTrainer with one loss hook (the one trl import).
+
+TRL keeps all of its loss branches in the private `_compute_loss`; we override it once. TRL still does the
+tokenisation, collation, optimiser, schedule, accelerate plumbing and the fused log-prob head; we compute the
+per-sequence statistics the same way for every variant and hand them to the variant's loss object. Nothing
+here looks at a variant's name: only at what it declares (`needs_reference`, `needs_kl_pairs`).
+
+Overriding private methods is a bet that TRL keeps them: `TRL_PRIVATE_API` records the signatures this class
+was written against, and a test compares them with the installed TRL, so an upgrade that changes one fails
+there, by name, instead of training something else.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from trl import DPOTrainer
+
+from bench.losses import PreferenceLoss, SequenceStats
+from bench.train.klpairs import KL_COLUMNS, KLPairCollator, add_kl_completions, kl_view
+from bench.train.refcache import cached_reference_logps, pairs_key
+from bench.train.tokens import single_bos
+
+log = logging.getLogger(__name__)
+
+# The private DPOTrainer methods overridden below, with the parameters TRL 1.16 gives them, and the private
+# attributes read (`_metrics`: TRL's per-mode metric lists; `_signature_columns`: transformers' column
+# filter).
+TRL_PRIVATE_API: dict[str, tuple[str, ...]] = {
+    "_prepare_dataset": ("self", "dataset", "processing_class", "args", "dataset_name"),
+    "_set_signature_columns_if_needed": ("self",),
+    "_precompute_ref_logps": ("self", "dataset", "name", "batch_size"),
+    "_compute_loss": ("self", "model", "inputs", "return_outputs"),
+}
+TRL_PRIVATE_ATTRIBUTES = ("_metrics", "_signature_columns")
+
+
+class VariantTrainer(DPOTrainer):  # type: ignore[misc]
+    """DPOTrainer whose loss is a bench.losses variant over shared per-sequence statistics."""
+
+    def __init__(self, *args: Any, variant: PreferenceLoss, refstats: dict[str, Any], **kwargs: Any):
+        # Set before DPOTrainer.__init__, which prepares the data and precomputes reference statistics
+        # through the hooks below.
+        self.variant = variant
+        self.refstats = refstats
+        super().__init__(*args, **kwargs)
+        if variant.needs_kl_pairs:  # training batches also carry the rows' KL pairs (bench.train.klpairs)
+            self.data_collator = KLPairCollator(self.data_collator)
+
+    def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
+        dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        dataset = single_bos(dataset, processing_class)
+        if self.variant.needs_kl_pairs:
+            dataset = add_kl_completions(dataset)
+        return dataset
+
+    def _set_signature_columns_if_needed(self) -> None:
+        """Keep the KL-pair columns, which TRL's column filter would drop as unknown."""
+        super()._set_signature_columns_if_needed()
+        if self.variant.needs_kl_pairs:
+            columns: list[str] = list(self._signature_columns or [])
+            columns += [c for c in KL_COLUMNS if c not in columns]
+            self._signature_columns = columns  # type: ignore[assignment]  # typed None in transformers
+
+    def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
+        """Reference log-probs of every pair (and of its KL pairs, if the variant needs them) from the
+        shared cache (bench.train.refcache), computed once per reference model, tokenised pairs and truncation
+        settings. Reference-free variants get none.
+
+        At this point `self.model` still holds the reference weights (the policy starts from them), so no
+        second model is ever loaded for training."""
+        if self.variant.needs_reference:
+            chosen, rejected = self._cached_reference_logps(dataset, name, batch_size, "")
+            dataset = dataset.add_column("ref_chosen_logps", chosen.tolist())
+            dataset = dataset.add_column("ref_rejected_logps", rejected.tolist())
+        if self.variant.needs_kl_pairs:
+            chosen, rejected = self._cached_reference_logps(kl_view(dataset), f"{name} KL", batch_size, "kl_")
+            dataset = dataset.add_column("ref_kl_chosen_logps", chosen.tolist())
+            dataset = dataset.add_column("ref_kl_rejected_logps", rejected.tolist())
+        return dataset
+
+    def _cached_reference_logps(
+        self, pairs: Any, name: str, batch_size: int, prefix: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reference (chosen, rejected) log-probs of tokenised pairs; the cache key goes to refstats."""
+        args: Any = self.args  # a DPOConfig
+        model: Any = self.model  # still the reference weights here
+        settings = {"max_length": args.max_length, "truncation": args.truncation_mode}
+        key = pairs_key(pairs, self.refstats["identity"], settings)
+
+        def compute() -> tuple[torch.Tensor, torch.Tensor]:
+            loader = DataLoader(pairs, batch_size=batch_size, collate_fn=self.data_collator, shuffle=False)
+            chosen, rejected = [], []
+            model.eval()
+            with torch.no_grad():
+                for batch in loader:
+                    batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
+                    logps, _ = self._sequence_logps(model, batch)
+                    c, r = logps.chunk(2)
+                    chosen.append(c.float().cpu())
+                    rejected.append(r.float().cpu())
+            model.train()
+            return torch.cat(chosen), torch.cat(rejected)
+
+        chosen, rejected, computed = cached_reference_logps(Path(self.refstats["cache_dir"]), key, compute)
+        self.refstats.update(
+            {f"{prefix}key": key, f"{prefix}computed": computed, f"{prefix}pairs": len(chosen)}
+        )
+        log.info(
+            "reference log-probs of %d %s pairs: %s (cache key %s)",
+            len(chosen),
+            name,
+            "computed" if computed else "reused from the shared cache",
+            key,
+        )
+        return chosen, rejected
+
+    def _sequence_logps(self, model: Any, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed completion log-probs (2B,) and scored-token counts (2B,); rows [chosen; rejected]."""
+        completion_mask = inputs["completion_mask"]
+        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
+        out = model(
+            input_ids=inputs["input_ids"],
+            attention_mask=inputs["attention_mask"],
+            labels=labels,
+            use_cache=False,
+            fused_lm_head=True,
+        )
+        shift_mask = completion_mask[:, 1:]
+        per_token = out.log_probs[:, -shift_mask.size(1) :]  # zero off the completion
+        return per_token.sum(1), shift_mask.sum(1)
+
+    def _compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool) -> Any:
+        mode = "train" if model.training else "eval"
+        logps, tokens = self._sequence_logps(model, inputs)
+        ref_chosen = ref_rejected = None
+        if self.variant.needs_reference:  # precomputed once (see _precompute_ref_logps)
+            ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+        kl: dict[str, torch.Tensor] = {}
+        if self.variant.needs_kl_pairs:  # the rows' mismatched pairs; a reference point, so no gradient
+            with torch.no_grad():
+                kl_inputs = {k[3:]: v for k, v in inputs.items() if k.startswith("kl_")}
+                kl["policy_kl_logps"] = self._sequence_logps(model, kl_inputs)[0]
+            kl["ref_kl_logps"] = inputs["ref_kl_logps"]
+        chosen_logps, rejected_logps = logps.chunk(2)
+        chosen_tokens, rejected_tokens = tokens.chunk(2)
+        stats = SequenceStats(
+            chosen_logps, rejected_logps, chosen_tokens, rejected_tokens, ref_chosen, ref_rejected, **kl
+        )
+        result = self.variant(stats)
+        loss = result.losses.mean()
+        self._log_batch(mode, result.chosen_rewards.detach(), result.rejected_rewards.detach(), stats)
+        if return_outputs:
+            raise NotImplementedError("evaluation with outputs is not used by dpo-bench")
+        return loss
+
+    def _log_batch(
+        self, mode: str, chosen: torch.Tensor, rejected: torch.Tensor, stats: SequenceStats
+    ) -> None:
+        gather = self.accelerator.gather_for_metrics
+        metrics = self._metrics[mode]
+        metrics["rewards/chosen"].append(gather(chosen).mean().item())
+        metrics["rewards/rejected"].append(gather(rejected).mean().item())
+        metrics["rewards/accuracies"].append(gather((chosen > rejected).float()).mean().item())
+        metrics["rewards/margins"].append(gather(chosen - rejected).mean().item())
+        metrics["logps/chosen"].append(gather(stats.policy_chosen_logps.detach()).mean().item())
+        metrics["logps/rejected"].append(gather(stats.policy_rejected_logps.detach()).mean().item())
+        metrics["tokens/chosen"].append(gather(stats.chosen_tokens.float()).mean().item())
+        metrics["tokens/rejected"].append(gather(stats.rejected_tokens.float()).mean().item())
+        if stats.policy_kl_logps is not None and stats.ref_kl_logps is not None:
+            kl_logratio = (stats.policy_kl_logps - stats.ref_kl_logps).float()
+            metrics["kl_pairs/logratio"].append(gather(kl_logratio).mean().item())
