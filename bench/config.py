@@ -18,7 +18,7 @@ from omegaconf.errors import ConfigKeyError, MissingMandatoryValue
 
 import bench.specs
 from bench.core.errors import ConfigError, did_you_mean
-from bench.core.project import project_root, under_root
+from bench.core.project import AUTO, project_root, under_root
 from bench.groups import CONF_DIR, GROUPS, LOSS_META_KEYS, options
 from bench.losses import build_loss
 from bench.sources import select
@@ -224,11 +224,11 @@ def _paths(data: dict[str, Any]) -> PathsSpec:
 class _PathsConfig:
     """paths.* as written in conf/config.yaml (strings, maybe relative)."""
 
-    root: str
     results: str
     cache: str
     scratch: str
     refstats: str
+    root: str = AUTO  # the default of conf/config.yaml, for the manifests of runs made before paths.root
 
 
 def build_spec(cfg: DictConfig) -> RunSpec:

@@ -98,3 +98,19 @@ def make_text_model(folder: Path, bos: str = "none") -> Path:
     LlamaForCausalLM(config).save_pretrained(folder)
     fast.save_pretrained(folder)
     return folder
+
+
+def check_judge(spec: Any) -> None:
+    """bench.judge.check_judge with the run's own sources."""
+    from bench.judge import check_judge as check
+    from bench.sources import select
+
+    check(spec, select(spec))
+
+
+def run_judge(spec: Any, *args: Any) -> Path:
+    """bench.judge.run_judge with the run's own sources."""
+    from bench.judge import run_judge as run
+    from bench.sources import select
+
+    return run(spec, select(spec), *args)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -105,9 +106,16 @@ def test_local_launcher_returns_at_once_and_workers_share_the_runs(tiny_root, tm
         assert status["stages"]["train"]["state"] == "done"
 
 
-def _bench(*args: str) -> subprocess.CompletedProcess[str]:
+def _bench(
+    *args: str, cwd: Path = REPO, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bench.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "bench.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
     )
 
 
@@ -144,3 +152,33 @@ def test_overrides_may_follow_flags(tiny_root) -> None:
     assert "train.max_steps=3" in out.stdout and "12 run(s)" in out.stdout
     bad = _bench("sweep", str(REPO / "sweeps" / "toy_main.yaml"), "--dry-run", "--bogus")
     assert bad.returncode == 2 and "unrecognized arguments: --bogus" in bad.stderr
+
+
+def test_a_project_is_found_from_any_subfolder_and_errors_name_absolute_folders(tiny_root, tmp_path) -> None:
+    """Results land under the project root whatever folder the command starts in; `bench status` gives the
+    same answer from any subfolder, and from outside the project names the absolute folder it looked in."""
+    project = tmp_path / "project"
+    deep = project / "notes" / "2026"
+    deep.mkdir(parents=True)
+    (project / "results").mkdir()
+    study = _write(
+        project / "tiny.yaml",
+        "study: rooted\nfixed: [train.max_steps=2]\nvariants:\n  dpo: {loss.beta: [1]}\n",
+    )
+    overrides = [o for o in tiny_overrides(tiny_root) if not o.startswith(("paths.results", "paths.scratch"))]
+    env = {k: v for k, v in os.environ.items() if k != "DPO_BENCH_ROOT"}
+    ran = _bench("sweep", str(study), *overrides, "launcher=inproc", cwd=deep, env=env)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert (project / "results" / "rooted").is_dir() and not (deep / "results").exists()
+    assert (project / ".scratch" / "rooted").is_dir()  # relative paths start at the root too
+    from_root = _bench("status", "rooted", cwd=project, env=env)
+    from_deep = _bench("status", "rooted", cwd=deep, env=env)
+    assert from_root.returncode == 0 and "1 done" in from_root.stdout
+    assert from_deep.stdout == from_root.stdout and str(project / "results" / "rooted") in from_deep.stdout
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    lost = _bench("status", "rooted", cwd=outside, env=env)
+    assert lost.returncode == 2 and str(outside / "results" / "rooted") in lost.stderr
+    assert "DPO_BENCH_ROOT" in lost.stderr
+    pointed = _bench("status", "rooted", cwd=outside, env={**env, "DPO_BENCH_ROOT": str(project)})
+    assert pointed.stdout == from_root.stdout

@@ -1,6 +1,6 @@
 """KL(pi || ref) estimators on policy samples, and the off-policy log-ratio diagnostic on preference pairs.
 
-A generation row (bench/generate.py) holds, for each generated token (<eos> included, when it came), the
+A generation row (bench.core.sampling) holds, for each generated token (<eos> included, when it came), the
 policy's log-prob at temperature 1 (`logprobs`), the reference's (`ref_logprobs`) and the exact step KL
 KL(pi(.|prefix) || ref(.|prefix)) over the whole vocabulary (`kl_steps`). The estimators below read only
 those, so the policy never runs again for KL (docs/toyworld.md, Metrics):

@@ -1,4 +1,5 @@
-"""The judge stage: AlpacaEval pairwise preferences of policy vs reference outputs, and their win rates.
+"""Judging: AlpacaEval pairwise preferences of policy vs reference outputs, and their win rates (the judge
+stage, bench.stages.judge, calls it).
 
 This package is the one place that imports alpaca_eval (lazily: it takes seconds to import, needs
 setuptools<81, and sets the root logger to INFO on import). Every judge goes through `alpaca_eval.evaluate`:

@@ -1,4 +1,4 @@
-"""The judge stage: every policy sample against every reference sample of its prompt, through a real
+"""Annotating: every policy sample against every reference sample of its prompt, through a real
 `alpaca_eval.evaluate` call, written atomically as judgments/<judge>/annotations.json + leaderboard.csv."""
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ depends on the rest of its batch (larger batches give finer quantiles). The B lo
 pair order; the trainer only averages them. Log-probs are summed over tokens. Same as TRL's `loss_type="aot"`
 (its logistic relaxation, no label smoothing). Implicit reward logged: beta * log-ratio, per pair.
 
-Worked example (checked by tests/losses/test_losses_dpo_family.py): beta = 0.1, two pairs: policy chosen/rejected
+Worked example (checked in tests/losses/): beta = 0.1, two pairs: policy chosen/rejected
 -10 / -12 and -8 / -7, reference chosen/rejected -11 / -11 and -9 / -10. u = (2, -1), v = (0, 1); sorted
 u = (-1, 2), v = (0, 1); differences (-1, 1); per-quantile losses -log sigmoid(-0.1) = 0.744397 and
 -log sigmoid(0.1) = 0.644397 (pairwise DPO would give 0.798139 and 0.598139), so the batch

@@ -7,7 +7,7 @@ Anchored the other way from APO-zero: both likelihoods are pushed down, the reje
 model already outputs better than the chosen completions. The paper writes sigmoid(r_w) - sigmoid(r_w - r_l);
 the constant 1 (TRL's form, same gradients) keeps the loss in [0, 2]. Implicit reward logged: r.
 
-Worked example (checked by tests/losses/test_losses_dpo_family.py): beta = 0.1, policy chosen/rejected = -10 / -12,
+Worked example (checked in tests/losses/): beta = 0.1, policy chosen/rejected = -10 / -12,
 reference chosen/rejected = -11 / -11. r_w = 0.1, r_l = -0.1, sigmoid(0.1) = 0.524979,
 sigmoid(0.2) = 0.549834, so
 loss = 0.524979 + 1 - 0.549834 = 0.975145; rewards 0.1 and -0.1.

@@ -1,6 +1,6 @@
 """What a preference loss sees and returns, and how it declares what it needs.
 
-Every variant trains through the same plumbing (bench/train.py): the same tokenised batches, the same
+Every variant trains through the same plumbing (bench/train/trainer.py): the same tokenised batches, the same
 forward passes, the same per-sequence statistics. A variant is a small frozen dataclass whose fields are its
 hyperparameters; it declares what it needs through class attributes, and the trainer reads those
 declarations (it never tests a variant's name).

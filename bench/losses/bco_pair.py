@@ -9,7 +9,7 @@ The paper's delta is a running mean of the rewards; `reward_shift = "zero"` (def
 object here keeps no state across steps (TRL's separate BCOTrainer keeps the running mean). Implicit reward
 logged: r.
 
-Worked example (checked by tests/losses/test_losses_dpo_family.py): beta = 0.1, reward_shift = zero, policy
+Worked example (checked in tests/losses/): beta = 0.1, reward_shift = zero, policy
 chosen/rejected = -10 / -12, reference chosen/rejected = -11 / -11. r_w = 0.1, r_l = -0.1, delta = 0, so
 loss = -log sigmoid(0.1) - log sigmoid(0.1) = 2 * 0.6443967 = 1.288793; rewards 0.1 and -0.1.
 

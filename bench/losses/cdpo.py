@@ -9,7 +9,7 @@ target. h is the DPO margin of summed log-ratios. Its minimum sits at sigmoid(be
 margin stops growing at beta h = log((1 - eps)/eps); robust DPO (bench/losses/robust.py) instead de-biases the
 loss and keeps pushing. Implicit reward logged: beta * (log pi(y|x) - log ref(y|x)).
 
-Worked example (checked by tests/losses/test_losses_dpo_family.py): beta = 0.1, label_smoothing = 0.1, policy
+Worked example (checked in tests/losses/): beta = 0.1, label_smoothing = 0.1, policy
 chosen/rejected = -10 / -12, reference chosen/rejected = -11 / -11. h = 2, beta h = 0.2,
 -log sigmoid(0.2) = 0.598139, -log sigmoid(-0.2) = 0.798139, so
 loss = 0.9 * 0.598139 + 0.1 * 0.798139 = 0.618139; rewards 0.1 and -0.1.

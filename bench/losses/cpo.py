@@ -15,7 +15,7 @@ variant's output per example, `batch_token_mean_nll` gives example i the share
 -log pi(yw_i|x_i) * B / sum_j |yw_j|, so the batch mean the trainer takes is exactly TRL's value (a
 per-example number therefore depends on its batch).
 
-Worked example (checked by tests/losses/test_losses_reference_free.py): beta = 0.1, nll_weight = 1, one pair
+Worked example (checked in tests/losses/): beta = 0.1, nll_weight = 1, one pair
 (B = 1), policy chosen/rejected = -10 / -12 summed over 5 / 6 tokens. Margin beta * (-10 + 12) = 0.2,
 preference term -log sigmoid(0.2) = log(1 + e^-0.2) = 0.598139; NLL = 10 / 5 tokens = 2; rewards -1.0 and
 -1.2; per-example loss = 0.598139 + 1 * 2 = 2.598139 (the paper's per-sequence NLL would give 0.598139 +

@@ -8,7 +8,7 @@ loss and the exponential loss, switched by the margin itself: tau is the width o
 pairs with rho well below 0 train on the logistic loss and pairs with rho well above 0 on the exponential one.
 Same as TRL's `loss_type="discopop"` with `discopop_tau = tau`. Implicit reward logged: beta * log-ratio.
 
-Worked example (checked by tests/losses/test_losses_dpo_family.py): beta = 0.05, tau = 0.05, policy chosen/rejected =
+Worked example (checked in tests/losses/): beta = 0.05, tau = 0.05, policy chosen/rejected =
 -10 / -12, reference chosen/rejected = -11 / -11. h = 2, rho = 0.1,
 sigmoid(rho / tau) = sigmoid(2) = 0.880797, -log sigmoid(0.1) = 0.644397, exp(-0.1) = 0.904837, so
 loss = 0.119203 * 0.644397 + 0.880797 * 0.904837 = 0.873792; rewards 0.05 and -0.05.

@@ -5,7 +5,7 @@
 with log-probs summed over completion tokens, as in the paper's reference code. Implicit reward:
 r(x, y) = beta * (log pi(y|x) - log ref(y|x)).
 
-Worked example (checked by tests/losses/test_losses.py): beta = 0.1, policy chosen/rejected = -10 / -12,
+Worked example (checked in tests/losses/): beta = 0.1, policy chosen/rejected = -10 / -12,
 reference chosen/rejected = -11 / -11. Chosen log-ratio +1, rejected -1, margin 2, beta * margin = 0.2,
 loss = -log sigmoid(0.2) = log(1 + e^-0.2) = 0.598139; rewards 0.1 and -0.1.
 

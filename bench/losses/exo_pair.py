@@ -9,7 +9,7 @@ finite (eps > 0 is required). Reverse KL is mode-seeking: the loss is minimised 
 DPO, penalises putting mass on the rejected side more than it rewards the chosen one. Same as TRL's
 `loss_type="exo_pair"` with `label_smoothing = eps`. Implicit reward logged: beta * log-ratio.
 
-Worked example (checked by tests/losses/test_losses_dpo_family.py): beta = 0.1, label_smoothing = 0.001, policy
+Worked example (checked in tests/losses/): beta = 0.1, label_smoothing = 0.001, policy
 chosen/rejected = -10 / -12, reference chosen/rejected = -11 / -11. h = 2, q = sigmoid(0.2) = 0.549834,
 q log(q / 0.999) = -0.328327, (1 - q) log((1 - q) / 0.001) = 2.750342, so
 loss = -0.328327 + 2.750342 = 2.422015; rewards 0.1 and -0.1.

@@ -15,7 +15,7 @@ TRL's `f_alpha_divergence_coef = c` computes (u^(c-1) - 1)/(c - 1): the paper's 
 Exponents are clamped at 80, as TRL does for alpha, so extreme log-ratios cannot overflow float32. Implicit
 reward logged: beta * f'(u).
 
-Worked example (checked by tests/losses/test_losses_dpo_family.py): beta = 0.1, divergence = js_divergence, policy
+Worked example (checked in tests/losses/): beta = 0.1, divergence = js_divergence, policy
 chosen/rejected = -10 / -12, reference chosen/rejected = -11 / -11.5. Log-ratios +1 and -0.5,
 f'(e^1) = log(2e / (1 + e)) = 0.379885, f'(e^-0.5) = log(2e^-0.5 / (1 + e^-0.5)) = -0.280930, difference
 0.660815, times beta 0.0660815, so

@@ -11,7 +11,7 @@ against the reference (SLiC-HF uses raw policy log-probs), and SLiC-HF's regular
 cross-entropy on SFT targets) is left out (bench/losses/rpo.py shows how an NLL term is added). Implicit
 reward logged: beta * log-ratio.
 
-Worked example (checked by tests/losses/test_losses_dpo_family.py): beta = 0.1, policy chosen/rejected = -10 / -12,
+Worked example (checked in tests/losses/): beta = 0.1, policy chosen/rejected = -10 / -12,
 reference chosen/rejected = -11 / -11. h = 2, beta h = 0.2, so
 loss = max(0, 1 - 0.2) = 0.800000; rewards 0.1 and -0.1.
 

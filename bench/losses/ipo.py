@@ -9,7 +9,7 @@ from log-probs summed over completion tokens, as Eq. 17 (whole-sequence probabil
 code; with `True` each log-ratio is first divided by its token count, as TRL's `loss_type="ipo"` does, so the
 target is in nats per token. Implicit reward logged: beta * log-ratio (per token when averaging).
 
-Worked example (checked by tests/losses/test_losses_dpo_family.py): beta = 0.1, average_log_probs = False, policy
+Worked example (checked in tests/losses/): beta = 0.1, average_log_probs = False, policy
 chosen/rejected = -10 / -12, reference chosen/rejected = -11 / -11. Log-ratios +1 and -1, h = 2,
 target 1/(2 * 0.1) = 5, so
 loss = (2 - 5)^2 = 9.000000; rewards 0.1 and -0.1.

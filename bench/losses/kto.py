@@ -20,7 +20,7 @@ sampler); the estimator is the same, the pairs differ. TRL also averages z0 over
 The paper advises lambda_d * n_d / (lambda_u * n_u) in [1, 4/3]; with paired data n_d = n_u, so lambda_d /
 lambda_u in [1, 4/3].
 
-Worked example (checked by tests/losses/test_losses_reference_free.py): beta = 0.1, lambda_d = 1, lambda_u = 1.5;
+Worked example (checked in tests/losses/): beta = 0.1, lambda_d = 1, lambda_u = 1.5;
 policy chosen/rejected = -10 / -12, reference -11 / -11, so r(yw) = 1 and r(yl) = -1; KL pairs policy -20 /
 -25, reference -22 / -24, log-ratios 2 and -1, mean 0.5, z0 = 0.5. Desirable: 1 - sigmoid(0.1 * (1 -
 0.5)) = 1 - 0.512497 = 0.487503; undesirable: 1 - sigmoid(0.1 * (0.5 + 1)) = 1 - 0.537430 = 0.462570;

@@ -8,7 +8,7 @@ Each response is classified on its own (absolute likelihood) rather than only th
 which is what keeps the chosen likelihood from falling as it does under DPO. Same as TRL's
 `loss_type="nca_pair"`. Implicit reward logged: r = beta * log-ratio.
 
-Worked example (checked by tests/losses/test_losses_dpo_family.py): beta = 0.1, policy chosen/rejected = -10 / -12,
+Worked example (checked in tests/losses/): beta = 0.1, policy chosen/rejected = -10 / -12,
 reference chosen/rejected = -11 / -11. r_w = 0.1, r_l = -0.1;
 -log sigmoid(0.1) = 0.644397, -1/2 log sigmoid(-0.1) = 0.372198, -1/2 log sigmoid(0.1) = 0.322198, so
 loss = 0.644397 + 0.372198 + 0.322198 = 1.338793; rewards 0.1 and -0.1.

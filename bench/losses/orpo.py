@@ -19,7 +19,7 @@ response-only term, normalised as TRL's CPO and the SimPO code do (bench/losses/
 (Eq. 6). On the toy world TRL's version would be dominated by the prompt words, which carry the reference
 model's -1e4 "never generated" output bias (tests/losses/test_losses_reference_free.py measures the gap).
 
-Worked example (checked by tests/losses/test_losses_reference_free.py): lam = 0.1, one pair (B = 1), policy
+Worked example (checked in tests/losses/): lam = 0.1, one pair (B = 1), policy
 chosen/rejected = -10 / -18 summed over 5 / 6 tokens. Mean log-probs m = -2 and -3; log(1 - e^m) = -0.145413
 and -0.051069; log odds -1.854587 and -2.948931; log odds ratio 1.094344;
 L_OR = log(1 + e^-1.094344) = 0.288751; NLL = 10 / 5 = 2; per-example loss = 2 + 0.1 * 0.288751 = 2.028875.

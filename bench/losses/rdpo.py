@@ -13,7 +13,7 @@ tokenizer and on beta. Implicit reward we log: beta * log pi/ref + alpha * |y|, 
 difference is the sigmoid argument (DPO's part alone is that minus alpha * |y|). TRL has no R-DPO (its
 `ld_alpha` is LD-DPO, another method).
 
-Worked example (checked by tests/losses/test_losses_reference_free.py): beta = 0.1, alpha = 0.05, policy
+Worked example (checked in tests/losses/): beta = 0.1, alpha = 0.05, policy
 chosen/rejected = -10 / -12, reference -11 / -11, lengths 20 / 10 tokens. Log-ratios +1 and -1, beta *
 margin = 0.2, length term 0.05 * (20 - 10) = 0.5, argument 0.7; rewards 0.1 + 1.0 = 1.1 and -0.1 +
 0.5 = 0.4; per-example loss = log(1 + e^-0.7) = 0.403186 (DPO alone: 0.598139).

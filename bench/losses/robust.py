@@ -9,7 +9,7 @@ smoothing knob. Unlike cDPO (bench/losses/cdpo.py) the loss is unbounded below f
 larger margins, about -eps beta h / (1 - 2 eps)), so negative values are expected. Implicit reward logged:
 beta * log-ratio.
 
-Worked example (checked by tests/losses/test_losses_dpo_family.py): beta = 0.1, label_smoothing = 0.1, policy
+Worked example (checked in tests/losses/): beta = 0.1, label_smoothing = 0.1, policy
 chosen/rejected = -10 / -12, reference chosen/rejected = -11 / -11. h = 2,
 l(2) = -log sigmoid(0.2) = 0.598139, l(-2) = -log sigmoid(-0.2) = 0.798139, so
 loss = (0.9 * 0.598139 - 0.1 * 0.798139) / 0.8 = 0.573139; rewards 0.1 and -0.1.

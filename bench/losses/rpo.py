@@ -11,7 +11,7 @@ NLL + alpha * DPO instead: the two agree at their alpha = 1 and otherwise differ
 learning-rate change). The NLL term keeps the chosen likelihood from falling while the margin grows. Implicit
 reward logged: beta * log-ratio (the DPO part).
 
-Worked example (checked by tests/losses/test_losses_dpo_family.py): beta = 0.1, alpha = 1, policy chosen/rejected =
+Worked example (checked in tests/losses/): beta = 0.1, alpha = 1, policy chosen/rejected =
 -10 / -12, reference chosen/rejected = -11 / -11, chosen tokens 5. DPO part -log sigmoid(0.2) = 0.598139, NLL
 part 10 / 5 = 2, so
 loss = 0.598139 + 1 * 2 = 2.598139; rewards 0.1 and -0.1.

@@ -12,7 +12,7 @@ normalises each sequence by its own length, as its paper does). The rejected com
 reference model is loaded. Implicit reward logged: the mean per-token log-prob, log pi(y|x) / |y|, of each
 side (reward accuracy then says whether the model prefers the chosen completion per token).
 
-Worked example (checked by tests/losses/test_losses_dpo_family.py): two pairs, policy chosen log-probs -10 over 5
+Worked example (checked in tests/losses/): two pairs, policy chosen log-probs -10 over 5
 tokens and -12 over 3 tokens (rejected -12 over 6 and -7 over 2, unused). Per-example values 10 * 2/8 = 2.5
 and 12 * 2/8 = 3.0; a per-sequence mean would instead give (10/5 + 12/3) / 2 = 3.0, so the batch
 loss = (10 + 12) / (5 + 3) = 2.750000; rewards -2 and -4 (chosen), -2 and -3.5 (rejected).

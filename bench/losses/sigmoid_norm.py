@@ -9,7 +9,7 @@ arXiv:2405.14734):
 removes the incentive DPO has to lengthen the chosen side, and makes beta a per-token scale: it must be ~|y|
 times larger than DPO's for the same pull (Tulu 3 uses 5). Implicit reward logged: beta * log-ratio / |y|.
 
-Worked example (checked by tests/losses/test_losses_dpo_family.py): beta = 5, policy chosen/rejected = -10 / -12,
+Worked example (checked in tests/losses/): beta = 5, policy chosen/rejected = -10 / -12,
 reference chosen/rejected = -11 / -11, tokens 5 / 6. Per-token log-ratios +1/5 = 0.2 and -1/6 = -0.166667,
 their difference 0.366667, times beta 1.833333, so
 loss = -log sigmoid(1.833333) = log(1 + e^-1.833333) = 0.148316; rewards 1.0 and -0.833333.

@@ -13,7 +13,7 @@ the same loss is `simpo_gamma = gamma_beta_ratio * beta` there. The optional `sf
 code's SFT term (its SimPOConfig default 0): the chosen completions' NLL averaged over all their tokens in
 the batch, as TRL's `cpo_alpha` term (see bench/losses/base.py, `batch_token_mean_nll`).
 
-Worked example (checked by tests/losses/test_losses_reference_free.py): beta = 2, gamma_beta_ratio = 0.5
+Worked example (checked in tests/losses/): beta = 2, gamma_beta_ratio = 0.5
 (gamma = 1), sft_weight = 0, policy chosen/rejected = -10 / -18 summed over 5 / 6 tokens. Mean log-probs -2
 and -3, rewards beta * mean = -4 and -6, reward margin 2, minus gamma: 1; -log sigmoid(1) = log(1 + e^-1);
 per-example loss = 0.313262 (with sft_weight = 0.1 and B = 1 it would add 0.1 * 10 / 5 = 0.2).

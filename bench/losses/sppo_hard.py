@@ -10,7 +10,7 @@ the authors' code does (uclaml/SPPO, `loss_type="sppo"`); TRL's `sppo_hard` sums
 value is exactly twice ours (the same minimiser; a learning-rate factor of 2). Log-probs are summed over
 tokens. Implicit reward logged: beta * log-ratio.
 
-Worked example (checked by tests/losses/test_losses_dpo_family.py): beta = 0.1 (eta = 10), policy chosen/rejected =
+Worked example (checked in tests/losses/): beta = 0.1 (eta = 10), policy chosen/rejected =
 -10 / -12, reference chosen/rejected = -11 / -11.5. Log-ratios +1 and -0.5, targets +5 and -5, (1 - 5)^2 = 16,
 (-0.5 + 5)^2 = 20.25, so
 loss = (16 + 20.25) / 2 = 18.125000; rewards 0.1 and -0.05.

@@ -48,6 +48,12 @@ class VariantTrainer(DPOTrainer):  # type: ignore[misc]
         self.variant = variant
         self.refstats = refstats
         super().__init__(*args, **kwargs)
+        missing = [name for name in TRL_PRIVATE_ATTRIBUTES if not hasattr(self, name)]
+        if missing:  # a TRL or transformers upgrade renamed what the hooks below read: fail before training
+            raise RuntimeError(
+                f"DPOTrainer has no {', '.join(missing)} any more: bench/train/trainer.py reads them; "
+                "update it for the installed TRL (pinned in pyproject.toml)"
+            )
         if variant.needs_kl_pairs:  # training batches also carry the rows' KL pairs (bench.train.klpairs)
             self.data_collator = KLPairCollator(self.data_collator)
 

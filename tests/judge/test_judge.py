@@ -22,20 +22,17 @@ from bench.core.errors import ConfigError
 from bench.judge import (
     annotations_path,
     available_judges,
-    check_judge,
     judge_length_stats,
     load_annotations,
-    run_judge,
     win_rates,
 )
 from bench.judge.lc import lc_data, lc_fit, lc_refit
 from bench.judge.toy import ToyJudge, parse_prompt
-from bench.sources import select
 from bench.specs import RunSpec
 from bench.toyworld.build import world_params
 from bench.toyworld.process import judge_prob
 from bench.toyworld.vocab import NEUTRAL
-from tests.helpers import REPO
+from tests.helpers import REPO, check_judge, run_judge
 
 TEMPLATE = (REPO / "bench/judge/annotators/toy_judge/prompt.txt").read_text()
 
@@ -51,14 +48,6 @@ def spec(tmp_path: Path) -> RunSpec:
             f"paths.results={tmp_path}/results",
         ]
     )
-
-
-def _check(spec: RunSpec) -> None:
-    check_judge(spec, select(spec))
-
-
-def _judge(spec: RunSpec, *args: Any) -> Path:
-    return run_judge(spec, select(spec), *args)
 
 
 def _format(instruction: str, output_1: str, output_2: str) -> str:
@@ -111,7 +100,7 @@ def test_run_judge_all_pairs_files_and_skip(spec: RunSpec, tmp_path: Path) -> No
     policy = {(p, s): make() for p in range(3) for s in range(2)}
     reference = {(p, s): make() for p in range(3) for s in range(2)}
     run_dir = tmp_path / "run"
-    path = _judge(spec, run_dir, _rows(policy), _rows(reference))
+    path = run_judge(spec, run_dir, _rows(policy), _rows(reference))
 
     assert path == run_dir / "judgments" / "toy" / "annotations.json" == annotations_path(spec, run_dir)
     assert (path.parent / "leaderboard.csv").is_file()
@@ -131,7 +120,7 @@ def test_run_judge_all_pairs_files_and_skip(spec: RunSpec, tmp_path: Path) -> No
     assert board.loc["policy", "win_rate"] == pytest.approx(100 * (df["preference"] - 1).mean())
 
     before = path.stat().st_mtime_ns
-    assert _judge(spec, run_dir, [], []) == path  # exists: skipped without looking at the rows
+    assert run_judge(spec, run_dir, [], []) == path  # exists: skipped without looking at the rows
     assert path.stat().st_mtime_ns == before
 
 
@@ -146,7 +135,7 @@ def test_planted_length_bias_raw_high_lc_near_half(spec: RunSpec, tmp_path: Path
 
     policy = {(p, s): make(14, 32) for p in range(32) for s in range(4)}
     reference = {(p, s): make(4, 18) for p in range(32) for s in range(4)}
-    df = load_annotations(_judge(spec, tmp_path / "run", _rows(policy), _rows(reference)))
+    df = load_annotations(run_judge(spec, tmp_path / "run", _rows(policy), _rows(reference)))
     assert len(df) == 32 * 4 * 4
     # alpaca_eval showed some pairs in swapped order and mapped the soft preference back with 3 - x
     switched = df["preference_raw_completion"].astype(float) != df["preference"]
@@ -181,12 +170,12 @@ def test_planted_length_bias_raw_high_lc_near_half(spec: RunSpec, tmp_path: Path
 
 def test_unknown_judge_names_the_available_ones(spec: RunSpec, tmp_path: Path) -> None:
     assert "toy" in available_judges()
-    _check(spec)
+    check_judge(spec)
     bad = dataclasses.replace(spec, eval=dataclasses.replace(spec.eval, judge="gpt9"))
     with pytest.raises(ConfigError, match=r"gpt9.*available judges: .*toy"):
-        _judge(bad, tmp_path / "run", [], [])
+        run_judge(bad, tmp_path / "run", [], [])
     with pytest.raises(ConfigError, match="available judges"):
-        _check(bad)
+        check_judge(bad)
 
 
 def test_win_rates_hand_computed() -> None:
@@ -229,8 +218,8 @@ def test_reference_outputs_file(spec: RunSpec, tmp_path: Path) -> None:
     ]
     ref_file.write_text("".join(json.dumps(r) + "\n" for r in lines))
     with_file = with_eval(spec, reference_outputs=str(ref_file))
-    _check(with_file)
-    df = load_annotations(_judge(with_file, tmp_path / "run", _rows(policy), []))
+    check_judge(with_file)
+    df = load_annotations(run_judge(with_file, tmp_path / "run", _rows(policy), []))
     assert len(df) == 2 * 2 + 2 * 1  # prompt 0: two reference outputs in the file; prompt 1: one
     assert set(df.loc[df["prompt_id"] == 0, "output_1"]) == {" a dull film", " a good film"}
     assert set(df["generator_1"]) == {"gpt4_1106_preview"}
@@ -239,11 +228,11 @@ def test_reference_outputs_file(spec: RunSpec, tmp_path: Path) -> None:
     with pytest.raises(
         ConfigError, match=r"no output for 2 of the 4 policy prompts.*film plot 2.*film plot 3"
     ):
-        _judge(with_file, tmp_path / "run2", _rows(missing), [])
+        run_judge(with_file, tmp_path / "run2", _rows(missing), [])
     assert not (tmp_path / "run2").exists()  # refused before any annotation
     ref_file.write_text(json.dumps([{"instruction": "a", "answer": "b"}]))
     with pytest.raises(ConfigError, match="row 0: need string fields 'instruction' and 'output'"):
-        _check(with_file)
+        check_judge(with_file)
 
 
 # ---------------------------------------------------------------- win rates, bootstrap, LC GLMs
@@ -319,8 +308,8 @@ def test_lc_v1_from_a_local_gamed_csv(spec: RunSpec, tmp_path: Path, monkeypatch
         (p, s): " " + " ".join(["film"] * int(rng.integers(3, 12))) for p in range(8) for s in range(2)
     }
     v1 = with_eval(spec, alpaca_eval_gamed_csv=str(csv))
-    _check(v1)
-    path = _judge(v1, tmp_path / "run", _rows(policy), _rows(reference))
+    check_judge(v1)
+    path = run_judge(v1, tmp_path / "run", _rows(policy), _rows(reference))
     df = load_annotations(path)
     assert (df["alpaca_eval_index"] == df["prompt_id"]).all()
     rates = win_rates(df, gamed_csv=csv)
@@ -345,7 +334,7 @@ def test_lc_v1_from_a_local_gamed_csv(spec: RunSpec, tmp_path: Path, monkeypatch
 
     # prompts that are not the csv's instruction set: minimal
     other = {k: v for k, v in policy.items() if k[0] < 6}
-    df_other = load_annotations(_judge(v1, tmp_path / "run2", _rows(other), _rows(reference)[:12]))
+    df_other = load_annotations(run_judge(v1, tmp_path / "run2", _rows(other), _rows(reference)[:12]))
     assert (
         "alpaca_eval_index" not in df_other
         and win_rates(df_other, gamed_csv=csv)["lc_glm"] == "length_controlled_minimal"
@@ -358,6 +347,6 @@ def test_lc_v1_from_a_local_gamed_csv(spec: RunSpec, tmp_path: Path, monkeypatch
         json.dumps([{"instruction": t, "output": f" film {i}"} for i, t in enumerate(instructions)])
     )
     by_file = with_eval(spec, alpaca_eval_gamed_csv=str(bare), reference_outputs=str(ref_file))
-    df_file = load_annotations(_judge(by_file, tmp_path / "run3", _rows(policy), []))
+    df_file = load_annotations(run_judge(by_file, tmp_path / "run3", _rows(policy), []))
     assert (df_file["alpaca_eval_index"] == df_file["prompt_id"]).all()
     assert win_rates(df_file, gamed_csv=bare)["lc_glm"] == "length_controlled_v1"

@@ -21,10 +21,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # nothing here may reach the hub
 
 from bench.config import load_spec
 from bench.core.errors import ConfigError
-from bench.judge import available_judges, check_judge, load_annotations, run_judge
-from bench.sources import select
+from bench.judge import available_judges, load_annotations
 from bench.specs import RunSpec
-from tests.helpers import REPO
+from tests.helpers import REPO, check_judge, run_judge
 
 pytestmark = pytest.mark.filterwarnings("ignore:pkg_resources is deprecated")
 SECRET = "sk-bench-test-SECRET-4b1d2c0ffee"
@@ -42,14 +41,6 @@ def spec(tmp_path: Path) -> RunSpec:
             f"paths.results={tmp_path}/results",
         ]
     )
-
-
-def _check(spec: RunSpec) -> None:
-    check_judge(spec, select(spec))
-
-
-def _judge(spec: RunSpec, *args: Any) -> Path:
-    return run_judge(spec, select(spec), *args)
 
 
 def with_eval(spec: RunSpec, **changes: Any) -> RunSpec:
@@ -143,8 +134,8 @@ def test_local_lm_judge_soft_preference_equals_direct_computation(
     clf = alpaca_eval_configs_dir() / "alpaca_eval_clf_gpt4_turbo/alpaca_eval_clf.txt"  # type: ignore[operator]
     assert clf.read_text() == TEMPLATE  # our copy of AlpacaEval's prompt has not drifted
     local = with_eval(spec, judge="local_lm", judge_model=str(tiny_lm), judge_batch_size=3)
-    _check(local)
-    path = _judge(local, tmp_path / "run", rows(POLICY), rows(REFERENCE))
+    check_judge(local)
+    path = run_judge(local, tmp_path / "run", rows(POLICY), rows(REFERENCE))
     assert path == tmp_path / "run/judgments/local_lm/annotations.json"
     assert sorted(p.name for p in path.parent.iterdir()) == ["annotations.json", "leaderboard.csv"]
     df = load_annotations(path)
@@ -207,16 +198,16 @@ def test_local_lm_preflight(spec: RunSpec, tmp_path: Path) -> None:
     from bench.toyworld.vocab import save_tokenizer
 
     with pytest.raises(ConfigError, match=r"eval\.judge_model"):
-        _check(
+        check_judge(
             with_eval(spec, judge="local_lm", judge_model=None),
         )
     with pytest.raises(ConfigError, match="cannot load its tokenizer"):
-        _check(
+        check_judge(
             with_eval(spec, judge="local_lm", judge_model=str(tmp_path / "nothing")),
         )
     save_tokenizer(tmp_path / "toy_tok")  # a word-level vocabulary without "m" and "M"
     with pytest.raises(ConfigError, match="distinct single tokens"):
-        _check(
+        check_judge(
             with_eval(spec, judge="local_lm", judge_model=str(tmp_path / "toy_tok")),
         )
 
@@ -228,8 +219,8 @@ def test_reward_model_judge_is_bradley_terry(
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     rm = with_eval(spec, judge="reward_model", judge_model=str(tiny_rm), judge_batch_size=3)
-    _check(rm)
-    df = load_annotations(_judge(rm, tmp_path / "run", rows(POLICY), rows(REFERENCE)))
+    check_judge(rm)
+    df = load_annotations(run_judge(rm, tmp_path / "run", rows(POLICY), rows(REFERENCE)))
     assert len(df) == 8
     tok = AutoTokenizer.from_pretrained(tiny_rm)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_rm, dtype=torch.float32).eval()
@@ -243,7 +234,7 @@ def test_reward_model_judge_is_bradley_terry(
         assert row.preference == pytest.approx(1 + 1 / (1 + math.exp(-(r2 - r1))), abs=1e-6)
     assert df["preference"].std() > 1e-3  # the random model does tell outputs apart
     with pytest.raises(ConfigError, match="num_labels=1"):
-        _check(
+        check_judge(
             with_eval(spec, judge="reward_model", judge_model=str(tiny_lm)),
         )  # a causal LM's config
 
@@ -256,7 +247,7 @@ def test_available_judges_and_near_matches(spec: RunSpec) -> None:
     assert names[:3] == ["local_lm", "reward_model", "toy"]
     assert {"weighted_alpaca_eval_gpt4_turbo", "alpaca_eval_gpt4_turbo_fn"} <= set(names)
     with pytest.raises(ConfigError) as err:
-        _check(
+        check_judge(
             with_eval(spec, judge="weighted_alpaca_eval_gpt4_trubo"),
         )
     message = str(err.value)
@@ -278,28 +269,28 @@ def no_openai_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.Mon
 def test_api_judge_preflight_key_and_endpoint(spec: RunSpec, no_openai_env: pytest.MonkeyPatch) -> None:
     api = with_eval(spec, judge="weighted_alpaca_eval_gpt4_turbo")
     with pytest.raises(ConfigError, match="no key is set: export OPENAI_API_KEYS or OPENAI_API_KEY"):
-        _check(api)
+        check_judge(api)
     no_openai_env.setenv("OPENAI_API_KEY", SECRET)
-    _check(api)  # no base URL: api.openai.com, never probed
+    check_judge(api)  # no base URL: api.openai.com, never probed
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         closed = probe.getsockname()[1]
     no_openai_env.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{closed}/v1")
     with pytest.raises(ConfigError, match="unreachable") as err:
-        _check(api)
+        check_judge(api)
     assert SECRET not in str(err.value)
     with socket.socket() as server:  # a listening local "server": the connect succeeds, nothing is sent
         server.bind(("127.0.0.1", 0))
         server.listen()
         no_openai_env.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{server.getsockname()[1]}/v1")
-        _check(api)
+        check_judge(api)
     with pytest.raises(ConfigError, match="huggingface_local_completions"):
-        _check(with_eval(spec, judge="oasst_pythia_12b"))
+        check_judge(with_eval(spec, judge="oasst_pythia_12b"))
     no_openai_env.delenv("ANTHROPIC_API_KEY", raising=False)
     with pytest.raises(
         ConfigError, match=r"anthropic_completions.*(packages \['anthropic'\]|ANTHROPIC_API_KEY)"
     ):
-        _check(with_eval(spec, judge="claude"))
+        check_judge(with_eval(spec, judge="claude"))
 
 
 class FakeOpenAI:
@@ -358,9 +349,9 @@ def test_api_judge_full_path_offline_and_no_secret_in_files(
     no_openai_env.setattr(openai, "OpenAI", FakeOpenAI)
     FakeOpenAI.keys_seen = []
     api = with_eval(spec, judge=judge)
-    _check(api)
+    check_judge(api)
     with caplog.at_level(logging.DEBUG):
-        path = _judge(api, tmp_path / "run", rows(POLICY), rows(REFERENCE))
+        path = run_judge(api, tmp_path / "run", rows(POLICY), rows(REFERENCE))
     df = load_annotations(path)
     assert len(df) == 8 and FakeOpenAI.keys_seen and set(FakeOpenAI.keys_seen) == {SECRET}
     for row in df.itertuples():
@@ -390,7 +381,7 @@ def test_api_error_carrying_the_key_is_masked(
         pytest.raises(RuntimeError, match=r"Incorrect API key provided: \*\*\*") as err,
     ):
         api = with_eval(spec, judge="weighted_alpaca_eval_gpt4_turbo")
-        _judge(api, tmp_path / "run", rows(POLICY), rows(REFERENCE))
+        run_judge(api, tmp_path / "run", rows(POLICY), rows(REFERENCE))
     assert SECRET not in str(err.value) and err.value.__cause__ is None and err.value.__suppress_context__
     assert "Incorrect API key" in caplog.text and SECRET not in caplog.text  # alpaca_eval logged it, masked
     assert not (tmp_path / "run").exists()
