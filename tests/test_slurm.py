@@ -231,7 +231,7 @@ def test_hydra_submitit_launcher_runs_an_adhoc_sweep(slurm, tiny_root, tmp_path)
         "hydra.launcher.mem_gb=2",
         f"hydra.sweep.dir={tmp_path / 'multirun'}",
     ]
-    cmd = [sys.executable, "-m", "bench.pipeline", "-m", *overrides]
+    cmd = [sys.executable, "-m", "bench.run", "-m", *overrides]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     study_dir = tmp_path / "hydra" / "results" / "hydra_adhoc"
