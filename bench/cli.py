@@ -160,12 +160,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     data, runs = expand(Path(args.file), args.overrides, unavailable)
     check_launcher(runs)
     print(f"study {data['study']}: {str(data.get('question', '')).strip()}")
-    print(f"{'run':52s} {'state':9s} overrides")
+    width = max(len(r.label) for r in runs)
+    print(f"{'run':52s} {'state':9s} {'configuration':{width}s} overrides")
     todo = []
     for run in runs:
         state, _, _ = run_state(run.spec.run_dir())
         shown = " ".join(o for o in run.overrides if not o.startswith("study="))
-        print(f"{run.spec.run_id:52s} {state:9s} {shown}")
+        print(f"{run.spec.run_id:52s} {state:9s} {run.label:{width}s} {shown}")
         if state != "done":
             todo.append(run)
     print(f"{len(runs)} run(s), {len(runs) - len(todo)} finished, {len(todo)} to run")
@@ -244,24 +245,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.core.splits import SPLITS
-    from bench.report import SelectionRule, write_report
+    from bench.report import SelectionRule, check_options, collect_study, write_report
 
     study_dir = _study_dir(args)
     if args.select_split not in SPLITS:
         raise ConfigError(f"--select-split {args.select_split!r}: use one of {', '.join(SPLITS)}")
     rule = SelectionRule(args.select, args.select_split, maximize=not args.minimize)
+    out = Path(args.out).resolve() if args.out else study_dir / "report"
     if args.dry_run:
-        runs = [p for p in study_dir.iterdir() if (p / "manifest.json").exists()]
-        print(f"would report {len(runs)} run folder(s) of {study_dir}; best configs: {rule.describe()}")
+        study = collect_study(study_dir)
+        baseline = check_options(study, rule, args.baseline)
+        print(
+            f"would report {len(study.runs)} finished run(s) of {study_dir} into {out}; best configs: "
+            f"{rule.describe()}; paired comparisons against {baseline or 'none'}"
+        )
         return 0
-    table = write_report(study_dir, rule, baseline=args.baseline)
+    table = write_report(study_dir, rule, baseline=args.baseline, out=out)
     print(table)
-    print(f"report: {study_dir / 'report' / 'report.html'}")
+    print(f"report: {out / 'report.html'}")
     if args.wandb:
         from bench.report import tidy
         from bench.tracking import log_report
 
-        images = sorted((study_dir / "report").glob("*.png"))
+        images = sorted(out.glob("*.png"))
         print(f"wandb: {log_report(study_dir.name, tidy(study_dir), images, project_root())}")
     return 0
 
@@ -361,7 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--select", default="lc_win_rate", help="metric that picks each variant's best config")
     p.add_argument("--select-split", default="val", help="prompt split it is read on (the other is reported)")
     p.add_argument("--minimize", action="store_true", help="lower is better for --select (e.g. kl_seq)")
-    p.add_argument("--baseline", default="dpo", help="variant the paired comparisons are against")
+    p.add_argument(
+        "--baseline", default=None, help="variant the paired comparisons are against (default: dpo, if run)"
+    )
+    p.add_argument("--out", default=None, help="folder to write the report to (default: <study>/report)")
     p.add_argument("--wandb", action="store_true", help="also log the table and plots as a wandb run")
     p.add_argument("--dry-run", action="store_true")
     p.set_defaults(fn=cmd_report)

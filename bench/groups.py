@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.core.keys import LOSS_META_KEYS
+
+__all__ = ["CONF_DIR", "GROUPS", "LOSS_META_KEYS", "options"]
+
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 GROUPS = ("model", "dataset", "loss", "train", "eval", "launcher")
-LOSS_META_KEYS = ("paper", "equation")  # documentation keys of a loss YAML: not hyperparameters
 
 
 def options(group: str) -> list[str]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from omegaconf import OmegaConf
 from bench.config import GROUPS, build_spec, compose
 from bench.core.errors import ConfigError
 from bench.core.keys import PREFLIGHT, key_hash
+from bench.core.labels import labels
 from bench.pipeline import preflight
 from bench.specs import RunSpec
 
@@ -38,6 +39,9 @@ class PlannedRun:
     variant: str
     overrides: list[str]
     spec: RunSpec
+    label: str = (
+        ""  # the variant, its hyperparameters and every other key the study varies (bench.core.labels)
+    )
 
 
 def _value(v: Any) -> str:
@@ -158,4 +162,5 @@ def expand(
                     )
                 seen[spec.run_id] = overrides
                 runs.append(PlannedRun(variant, overrides, spec))
-    return data, runs
+    named = labels([r.spec.config for r in runs], [r.variant for r in runs], include_seed=True)
+    return data, [replace(run, label=name) for run, name in zip(runs, named, strict=True)]

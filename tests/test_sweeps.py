@@ -182,3 +182,15 @@ def test_a_project_is_found_from_any_subfolder_and_errors_name_absolute_folders(
     assert "DPO_BENCH_ROOT" in lost.stderr
     pointed = _bench("status", "rooted", cwd=outside, env={**env, "DPO_BENCH_ROOT": str(project)})
     assert pointed.stdout == from_root.stdout
+
+
+def test_every_run_of_the_simpo_reproduction_has_a_distinct_readable_label() -> None:
+    """Its 164 runs share readable run-id prefixes (beta, lr, seed) across gammas; their labels do not."""
+    _, runs = expand(REPO / "sweeps" / "simpo_llama3_base.yaml", [], [])
+    labels = [r.label for r in runs]
+    assert len(runs) == 164 and len(set(labels)) == len(labels)
+    prefixes = [r.spec.run_id.rsplit("-", 1)[0] for r in runs]
+    assert len(set(prefixes)) < len(prefixes)  # what the run ids alone could not tell apart
+    simpo = [lab for lab in labels if lab.startswith("simpo ")]
+    assert "simpo beta=2.5 gamma_beta_ratio=0.8 sft_weight=0 lr=1e-06" in simpo
+    assert all("paper=" not in lab and "equation=" not in lab for lab in labels)

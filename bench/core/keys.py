@@ -55,6 +55,9 @@ GGUF = Key(
 )
 KEYS = (RUN, REFERENCE, TOY_WORLD, REFSTATS, PREFLIGHT, EVAL_TARGET, GGUF)
 
+# Documentation keys of a loss YAML, not hyperparameters (the run id has hashed them from the start).
+LOSS_META_KEYS = ("paper", "equation")
+
 _R, _REF, _W, _S, _P, _G = RUN.name, REFERENCE.name, TOY_WORLD.name, REFSTATS.name, PREFLIGHT.name, GGUF.name
 # What a run's reference model and evaluation prompts are: the reference evaluation and preflight read them.
 _REFERENCE_SIDE = frozenset({_R, _REF, _P})

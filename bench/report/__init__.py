@@ -30,7 +30,7 @@ from bench.report.published import comparison
 from bench.report.stats import SelectionRule, select_best
 from bench.report.tables import best_table, full_grid, write_table
 
-__all__ = ["SelectionRule", "collect", "collect_study", "write_report"]
+__all__ = ["SelectionRule", "check_options", "collect", "collect_study", "write_report"]
 log = logging.getLogger(__name__)
 
 GRID_NOTE = (
@@ -40,18 +40,64 @@ GRID_NOTE = (
 )
 
 
-def _best_section(study: Study, rule: SelectionRule, baseline: str, out: Path) -> Section | None:
+def check_options(study: Study, rule: SelectionRule, baseline: str | None) -> str | None:
+    """The report's options against the study, before anything is written (a dry run calls this too): an
+    explicit --baseline must be one of the study's variants, --select a metric its runs have on the selection
+    split. Returns the baseline to compare against: the given one, else dpo when the study has it."""
+    variants = sorted(study.runs["variant"].unique()) if not study.runs.empty else []
+    if baseline is not None and variants and baseline not in variants:
+        raise ConfigError(
+            f"--baseline {baseline!r} is not a variant of study {study.name}: "
+            f"use one of {', '.join(variants)}"
+        )
+    if variants:
+        try:
+            select_best(study.runs, rule)
+        except KeyError as err:
+            if str(err.args[0]).startswith("no metric"):  # a typo in --select: the user's to fix
+                raise ConfigError(err.args[0]) from err
+    if baseline is None:
+        return DEFAULT_BASELINE if DEFAULT_BASELINE in variants else None
+    return baseline
+
+
+DEFAULT_BASELINE = "dpo"
+BUDGET_RATIO = (
+    2  # warn when one variant was selected among more than this many times another's configurations
+)
+
+
+def tuning_budget(best: pd.DataFrame) -> str:
+    """A warning when the variants were selected among very different numbers of configurations: the best of
+    more configurations is inflated by the selection's own noise. Empty when the budgets are comparable."""
+    counts = dict(zip(best["variant"], best["configs"], strict=True))
+    if not counts or max(counts.values()) <= BUDGET_RATIO * min(counts.values()):
+        return ""
+    listed = ", ".join(f"{v} {n}" for v, n in counts.items())
+    return (
+        f" Warning: unequal tuning budgets ({listed} configurations): a variant selected among more "
+        "configurations looks better by selection alone; compare them at equal budgets or at equal KL."
+    )
+
+
+def _best_section(study: Study, rule: SelectionRule, baseline: str | None, out: Path) -> Section | None:
     report_split = next(s for s in SPLITS if s != rule.split)
     try:
         best = best_table(study, rule, baseline, report_split)
-    except KeyError as err:
-        if str(err.args[0]).startswith("no metric"):  # a typo in --select: the user's to fix, not a note
-            raise ConfigError(err.args[0]) from err
-        return Section("Best configuration per variant", f"Not available: {err.args[0]}")  # pre-split runs
+    except KeyError as err:  # runs evaluated before the prompt splits: no configuration can be chosen
+        return Section("Best configuration per variant", f"Not available: {err.args[0]}")
+    compared = (
+        f" Paired comparisons against {baseline} resample the same seeds and prompts for both."
+        if baseline
+        else ""
+    )
+    budget = tuning_budget(best)
+    if budget:
+        log.warning("report %s:%s", study.name, budget)
     caption = (
-        f"Best configuration per variant: {rule.describe()}; reported on the {report_split} prompts as mean "
-        f"[95% interval] over seeds and prompts (two-level bootstrap; lc_win_rate: t interval over seeds). "
-        f"Paired comparisons against {baseline} resample the same seeds and prompts for both."
+        f"Best configuration per variant: {rule.describe()}, among `configs` configurations of each variant; "
+        f"reported on the {report_split} prompts as mean [95% interval] over seeds and prompts (two-level "
+        f"bootstrap; lc_win_rate: t interval over seeds).{compared}{budget}"
     )
     write_table(best, out, "best", caption)
     return Section("Best configuration per variant", caption, best)
@@ -88,12 +134,16 @@ def _published_section(study: Study, rule: SelectionRule, out: Path) -> Section 
     return Section("Published comparison", caption, table)
 
 
-def write_report(study_dir: Path, rule: SelectionRule | None = None, baseline: str = "dpo") -> str:
-    """Write the report folder; return the full grid as markdown (what `bench report` prints)."""
+def write_report(
+    study_dir: Path, rule: SelectionRule | None = None, baseline: str | None = None, out: Path | None = None
+) -> str:
+    """Write the report folder (`out`, default <study>/report); return the full grid as markdown (what
+    `bench report` prints). `baseline`: the variant paired comparisons are against (default: dpo, if run)."""
     rule = rule or SelectionRule()
     log.info("report %s: reading run folders", study_dir.name)
     study = collect_study(study_dir)
-    out = study_dir / "report"
+    baseline = check_options(study, rule, baseline)
+    out = out or study_dir / "report"
     missing = "".join(f"- {n}\n" for n in study.notes)
     if study.runs.empty:
         text = f"no finished runs in {study_dir}\n" + missing

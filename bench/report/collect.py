@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from bench.core.keys import config_hash, signature
+from bench.core.labels import hyperparameters, labels, short_names, varied
 from bench.core.records import read_json, read_jsonl
 
 
@@ -24,6 +25,9 @@ class Study:
     train_logs: pd.DataFrame  # run_id, step and TRL's logged values
     notes: list[str] = field(default_factory=list)  # runs not in the table, and why
     source: str | None = None  # the published comparison the study reproduces (study.json)
+    # columns of `runs` holding hyperparameters: every loss field of every variant, then every other key the
+    # study varies (the seed aside); `runs["configuration"]` names each configuration by them
+    hyperparameters: list[str] = field(default_factory=list)
 
     def with_reference(self) -> pd.DataFrame:
         """The runs and, when the study has one, the reference model's row (variant 'reference')."""
@@ -57,6 +61,7 @@ def _run_row(folder: Path) -> dict[str, Any]:
     manifest = read_json(folder / "manifest.json")
     cfg = manifest["config"]
     return {
+        "_config": cfg,
         # evaluations of existing models (bench evaluate) carry a label, not a trained variant
         "variant": manifest.get("label") or cfg["choices"]["loss"],
         "beta": cfg["loss"].get("beta"),
@@ -95,6 +100,7 @@ def collect_study(study_dir: Path) -> Study:
     for folder in sorted((study_dir / "_reference").glob("*/metrics.jsonl")):
         reference = {"variant": "reference", "run_id": f"_reference/{folder.parent.name}"}
         reference |= metric_columns(folder.parent)
+    columns = _name_configurations(rows)
     runs = pd.DataFrame(rows)
     if not runs.empty:
         runs = runs.sort_values(["variant", "beta", "lr", "seed"], na_position="first", kind="stable")
@@ -108,7 +114,23 @@ def collect_study(study_dir: Path) -> Study:
         train_logs=pd.DataFrame(logs),
         notes=notes,
         source=manifest.get("source"),
+        hyperparameters=columns,
     )
+
+
+def _name_configurations(rows: list[dict[str, Any]]) -> list[str]:
+    """Add to each run's row its hyperparameter columns and its configuration's label (bench.core.labels);
+    return the hyperparameter column names in order. Consumes the rows' `_config`."""
+    configs = [row.pop("_config") for row in rows]
+    others = varied(configs)
+    values = [hyperparameters(c, others) for c in configs]
+    dotted = list(dict.fromkeys(k for v in values for k in v))
+    names = short_names(dotted)
+    named = labels(configs, [row["variant"] for row in rows])
+    for row, value, label in zip(rows, values, named, strict=True):
+        row.update({names[k]: v for k, v in value.items()})
+        row["configuration"] = label
+    return [names[k] for k in dotted]
 
 
 def _finished(folder: Path) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from bench.report.collect import Study
@@ -119,31 +120,56 @@ def plot_length(study: Study, out: Path) -> list[Path]:
     return _save(fig, out, "length")
 
 
+def _axis(group: pd.DataFrame, candidates: list[str]) -> str | None:
+    """The hyperparameter a variant's panel puts on its x-axis: beta when it varies, else the first numeric
+    hyperparameter that varies, else the first numeric one the variant has."""
+    numeric = [c for c in candidates if c in group and pd.to_numeric(group[c], errors="coerce").notna().all()]
+    varying = [c for c in numeric if group[c].nunique() > 1]
+    if "beta" in varying:
+        return "beta"
+    found = varying or numeric
+    return found[0] if found else None
+
+
 def plot_sensitivity(study: Study, out: Path) -> list[Path]:
+    """Win rates against each variant's main hyperparameter, one line per setting of its other varied
+    hyperparameters (nothing averaged over but seeds), a panel per variant."""
     plt = _plt()
+    columns = [*study.hyperparameters, *(["lr"] if "lr" not in study.hyperparameters else [])]
     variants = sorted(study.runs["variant"].unique())
     fig, axes = plt.subplots(1, len(variants), figsize=(4 * len(variants), 3.8), squeeze=False)
+    metrics = [m for m in ("win_rate", "gold_win_rate") if m in study.runs.columns]
     for ax, variant in zip(axes[0], variants, strict=True):
-        group = study.runs[(study.runs["variant"] == variant) & study.runs["beta"].notna()]
-        for (lr, metric), style in _styles(group):
-            g = group[group["lr"] == lr].groupby("beta")[metric].mean().sort_index()
-            ax.plot(g.index, g.values, marker="o", ls=style, label=f"{metric}, lr={lr:g}")
-        ax.set_xscale("log")
-        betas = sorted(group["beta"].unique())
-        ax.set_xticks(betas, [f"{b:g}" for b in betas])
+        group = study.runs[study.runs["variant"] == variant]
+        x = _axis(group, [c for c in columns if group[c].notna().any()])
+        if x is None:
+            continue
+        others = [
+            c for c in columns if c != x and c in group and group[c].notna().any() and group[c].nunique() > 1
+        ]
+        for key, lines in group.groupby(others, dropna=False) if others else [((), group)]:
+            setting = ", ".join(f"{o}={_fmt(v)}" for o, v in zip(others, np.atleast_1d(key), strict=True))
+            for metric in metrics:
+                g = lines.groupby(x)[metric].mean().sort_index()
+                style = "-" if metric == "win_rate" else "--"
+                ax.plot(
+                    g.index, g.values, marker="o", ls=style, label=", ".join(filter(None, [metric, setting]))
+                )
+        values = sorted(group[x].unique())
+        if len(values) > 1 and min(values) > 0:
+            ax.set_xscale("log")
+        ax.set_xticks(values, [_fmt(v) for v in values])
         ax.minorticks_off()
         ax.axhline(0.5, color="grey", lw=0.8, ls=":")
-        ax.set(xlabel="beta", ylabel="win rate (mean over seeds)", title=variant)
+        ax.set(xlabel=x, ylabel="win rate (mean over seeds)", title=variant)
         ax.grid(alpha=0.3)
         _legend(ax, fontsize=7)
     fig.tight_layout()
     return _save(fig, out, "sensitivity")
 
 
-def _styles(group: pd.DataFrame) -> list[tuple[tuple[float, str], str]]:
-    metrics = [m for m in ("win_rate", "gold_win_rate") if m in group.columns]
-    rates = sorted(group["lr"].unique())
-    return [((lr, m), "-" if m == "win_rate" else "--") for lr in rates for m in metrics]
+def _fmt(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float | int) and not isinstance(value, bool) else str(value)
 
 
 def plot_training(study: Study, out: Path) -> list[Path]:
@@ -169,6 +195,6 @@ def plot_training(study: Study, out: Path) -> list[Path]:
 
 def plot_all(study: Study, out: Path) -> list[Path]:
     paths = plot_frontier(study, out) + plot_judge_vs_gold(study, out) + plot_length(study, out)
-    if "beta" in study.runs.columns and study.runs["beta"].notna().any():
+    if study.hyperparameters:
         paths += plot_sensitivity(study, out)
     return paths + plot_training(study, out)

@@ -47,7 +47,14 @@ def _num(value: Any) -> str:
 
 
 def _short(value: Any) -> str:
-    return "" if value is None or pd.isna(value) else f"{value:g}"
+    if value is None or (not isinstance(value, str | bool) and pd.isna(value)):
+        return ""
+    return f"{value:g}" if isinstance(value, float | int) and not isinstance(value, bool) else str(value)
+
+
+def _hyperparameter_columns(study: Study) -> list[str]:
+    """The hyperparameter columns a table shows: the study's (every loss field, every varied key), and lr."""
+    return [*study.hyperparameters, *(["lr"] if "lr" not in study.hyperparameters else [])]
 
 
 def _interval(mean: float, low: float, high: float) -> str:
@@ -58,13 +65,11 @@ def _interval(mean: float, low: float, high: float) -> str:
 
 def full_grid(study: Study) -> pd.DataFrame:
     frame = study.with_reference()
-    shown = pd.DataFrame(
-        {
-            "variant": frame["variant"],
-            "beta": frame.get("beta", pd.Series(dtype=float)).map(_short),
-            "lr": frame.get("lr", pd.Series(dtype=float)).map(_short),
-            "seed": frame.get("seed", pd.Series(dtype=float)).map(lambda s: _short(s) if pd.notna(s) else ""),
-        }
+    shown = pd.DataFrame({"variant": frame["variant"]})
+    for column in _hyperparameter_columns(study):
+        shown[column] = frame.get(column, pd.Series([None] * len(frame))).map(_short)
+    shown["seed"] = frame.get("seed", pd.Series(dtype=float)).map(
+        lambda s: f"{int(s)}" if pd.notna(s) else ""
     )
     for c in (c for c in HEADLINE if c in frame.columns):
         se = frame[f"{c}_se"] if c in WITH_SE and f"{c}_se" in frame.columns else [None] * len(frame)
@@ -85,10 +90,10 @@ def best_table(study: Study, rule: SelectionRule, baseline: str | None, report_s
     for _, sel in best.iterrows():
         runs = study.runs[study.runs["config_key"] == sel["config_key"]]
         prompts = _prompts(study, best, sel["variant"], report_split)
-        row: dict[str, Any] = {
-            "variant": sel["variant"],
-            "beta": _short(sel.get("beta")),
-            "lr": _short(sel.get("lr")),
+        row: dict[str, Any] = {"variant": sel["variant"]}
+        row |= {c: _short(runs[c].iloc[0]) if c in runs else "" for c in _hyperparameter_columns(study)}
+        row |= {
+            "configs": int(study.runs.loc[study.runs["variant"] == sel["variant"], "config_key"].nunique()),
             "seeds": int(sel["seeds"]),
             f"{rule.split} {rule.metric} (selection)": _num(float(sel["selection_score"])),
         }

@@ -260,3 +260,71 @@ def test_an_unknown_selection_metric_fails_naming_the_choices(study: Path) -> No
     expected = r"no metric 'lc_winrate' on the val split; --select one of: lc_win_rate"
     with pytest.raises(ConfigError, match=expected):
         write_report(study, SelectionRule("lc_winrate", "val"))
+
+
+def _simpo_run(study: Path, gamma: float, seed: int, val_lc: float) -> None:
+    """A SimPO run whose gamma_beta_ratio is the only thing that differs from its neighbour's."""
+    folder = study / f"simpo-g{gamma:g}-s{seed}"
+    folder.mkdir(parents=True)
+    loss = {"beta": 2.0, "gamma_beta_ratio": gamma, "sft_weight": 0.0, "paper": "Meng et al. 2024"}
+    cfg = {"choices": {"loss": "simpo", "dataset": "toy"}, "loss": loss, "train": {"learning_rate": 1e-3}}
+    _write(folder, "manifest.json", {"config": {**cfg, "seed": seed}})
+    _write(folder, "status.json", {"state": "done", "stage": None, "error": None})
+    per_prompt = [
+        {"prompt_id": p, "split": prompt_split(p), "win_rate": val_lc, "kl_seq": 1.0} for p in PROMPTS
+    ]
+    _write(folder, "per_prompt.jsonl", per_prompt)
+    rows = [
+        {"metric": "win_rate", "value": val_lc, "stderr": 0.01},
+        {"metric": "lc_win_rate", "value": val_lc, "stderr": None, "split": "val"},
+        {"metric": "lc_win_rate", "value": val_lc, "stderr": None, "split": "test"},
+    ]
+    _write(folder, "metrics.jsonl", rows)
+
+
+def test_every_hyperparameter_is_in_view_and_best_names_the_winning_gamma(study: Path) -> None:
+    for seed in (0, 1):
+        _simpo_run(study, 0.3, seed, val_lc=0.62)
+        _simpo_run(study, 0.8, seed, val_lc=0.71)  # the winner on the validation split
+    runs = collect_study(study).runs
+    simpo = runs[runs["variant"] == "simpo"]
+    assert sorted(simpo["configuration"].unique()) == [
+        "simpo beta=2 gamma_beta_ratio=0.3 sft_weight=0",
+        "simpo beta=2 gamma_beta_ratio=0.8 sft_weight=0",
+    ]
+    assert runs.groupby("config_key")["configuration"].nunique().max() == 1  # one name per configuration
+    assert runs.drop_duplicates("config_key")["configuration"].is_unique  # and one configuration per name
+    write_report(study)
+    best = pd.read_csv(study / "report" / "best.csv")
+    row = best[best["variant"] == "simpo"].iloc[0]
+    assert row["gamma_beta_ratio"] == 0.8 and row["configs"] == 2
+    assert "paper" not in best.columns  # documentation keys are not hyperparameters
+    grid = pd.read_csv(study / "report" / "results.csv")
+    assert sorted(grid.loc[grid["variant"] == "simpo", "gamma_beta_ratio"].unique()) == [0.3, 0.8]
+
+
+def test_report_options_fail_with_the_choices_and_out_writes_elsewhere(study: Path, tmp_path: Path) -> None:
+    from bench.core.errors import ConfigError
+    from bench.report import check_options
+
+    handmade = collect_study(study)
+    with pytest.raises(
+        ConfigError, match=r"--baseline 'kto' is not a variant of study handmade: use one of dpo, ipo"
+    ):
+        check_options(handmade, SelectionRule(), "kto")
+    with pytest.raises(
+        ConfigError, match=r"no metric 'nope' on the val split; --select one of: .*lc_win_rate"
+    ):
+        check_options(handmade, SelectionRule("nope"), None)
+    assert check_options(handmade, SelectionRule(), None) == "dpo"  # the default, when the study ran it
+    out = tmp_path / "elsewhere"
+    write_report(study, out=out)
+    assert (out / "report.html").exists() and not (study / "report").exists()
+
+
+def test_unequal_tuning_budgets_are_called_out() -> None:
+    from bench.report import tuning_budget
+
+    assert tuning_budget(pd.DataFrame({"variant": ["dpo", "ipo"], "configs": [4, 2]})) == ""
+    warning = tuning_budget(pd.DataFrame({"variant": ["dpo", "simpo"], "configs": [2, 8]}))
+    assert "unequal tuning budgets (dpo 2, simpo 8 configurations)" in warning
