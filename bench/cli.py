@@ -255,12 +255,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.dry_run:
         study = collect_study(study_dir)
         baseline = check_options(study, rule, args.baseline)
+        _budgets(args.kl)
         print(
             f"would report {len(study.runs)} finished run(s) of {study_dir} into {out}; best configs: "
             f"{rule.describe()}; paired comparisons against {baseline or 'none'}"
         )
         return 0
-    table = write_report(study_dir, rule, baseline=args.baseline, out=out)
+    table = write_report(study_dir, rule, baseline=args.baseline, out=out, kl=_budgets(args.kl))
     print(table)
     print(f"report: {out / 'report.html'}")
     if args.wandb:
@@ -270,6 +271,19 @@ def cmd_report(args: argparse.Namespace) -> int:
         images = sorted(out.glob("*.png"))
         print(f"wandb: {log_report(study_dir.name, tidy(study_dir), images, project_root())}")
     return 0
+
+
+def _budgets(text: str | None) -> list[float] | None:
+    """--kl 0.5,1,2 as KL budgets in nats per sequence (None: the report's defaults)."""
+    if not text:
+        return None
+    try:
+        budgets = [float(x) for x in text.split(",")]
+    except ValueError as err:
+        raise ConfigError(f"--kl {text!r}: give KL budgets in nats per sequence, e.g. --kl 0.5,1,2") from err
+    if any(b < 0 for b in budgets):
+        raise ConfigError(f"--kl {text!r}: KL budgets are >= 0 nats")
+    return budgets
 
 
 def cmd_world(args: argparse.Namespace) -> int:
@@ -371,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--baseline", default=None, help="variant the paired comparisons are against (default: dpo, if run)"
     )
     p.add_argument("--out", default=None, help="folder to write the report to (default: <study>/report)")
+    p.add_argument(
+        "--kl", default=None, help="KL budgets of the equal-KL table, e.g. 0.5,1,2 (nats/sequence)"
+    )
     p.add_argument("--wandb", action="store_true", help="also log the table and plots as a wandb run")
     p.add_argument("--dry-run", action="store_true")
     p.set_defaults(fn=cmd_report)

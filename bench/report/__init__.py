@@ -24,6 +24,7 @@ from bench.core.errors import ConfigError
 from bench.core.records import atomic_write_text
 from bench.core.splits import SPLITS
 from bench.report.collect import Study, collect, collect_study
+from bench.report.frontier import equal_kl, format_table, seeds_note
 from bench.report.html import Section, write_html, write_markdown
 from bench.report.plots import plot_all
 from bench.report.published import comparison
@@ -103,6 +104,29 @@ def _best_section(study: Study, rule: SelectionRule, baseline: str | None, out: 
     return Section("Best configuration per variant", caption, best)
 
 
+def _equal_kl_section(
+    study: Study, baseline: str | None, budgets: list[float] | None, out: Path
+) -> Section | None:
+    numbers, used = equal_kl(study, budgets, baseline)
+    if numbers.empty or not used:
+        return Section("Variants at equal KL", "Not available: no run has both kl_seq and a win rate.")
+    table = format_table(numbers, baseline)
+    levels = "as asked" if budgets else "1/4, 1/2 and all of the largest KL every variant reaches"
+    above = (
+        f" 'frontier above {baseline}': the share of the KL range every variant reaches where it lies above."
+        if baseline
+        else ""
+    )
+    caption = (
+        "Variants at equal KL: each variant's upper frontier of a win rate against KL (kl_seq, nats per "
+        "sequence) over all its configurations and evaluations over training (means over seeds), starting at "
+        "the reference (KL 0), read at each KL budget by linear interpolation and never extrapolated "
+        f"({', '.join(f'{b:g}' for b in used)} nats: {levels}); {seeds_note(study)}.{above}"
+    )
+    write_table(table, out, "equal_kl", caption, numbers=numbers)
+    return Section("Variants at equal KL", caption, table)
+
+
 def _published_section(study: Study, rule: SelectionRule, out: Path) -> Section | None:
     if not study.source or study.runs.empty:
         return None
@@ -135,10 +159,15 @@ def _published_section(study: Study, rule: SelectionRule, out: Path) -> Section 
 
 
 def write_report(
-    study_dir: Path, rule: SelectionRule | None = None, baseline: str | None = None, out: Path | None = None
+    study_dir: Path,
+    rule: SelectionRule | None = None,
+    baseline: str | None = None,
+    out: Path | None = None,
+    kl: list[float] | None = None,
 ) -> str:
     """Write the report folder (`out`, default <study>/report); return the full grid as markdown (what
-    `bench report` prints). `baseline`: the variant paired comparisons are against (default: dpo, if run)."""
+    `bench report` prints). `baseline`: the variant paired comparisons are against (default: dpo, if run);
+    `kl`: the KL budgets of the equal-KL table (default: a few inside the range every variant reaches)."""
     rule = rule or SelectionRule()
     log.info("report %s: reading run folders", study_dir.name)
     study = collect_study(study_dir)
@@ -153,10 +182,14 @@ def write_report(
     atomic_write_text(out / "runs.csv", study.with_reference().to_csv(index=False))
     grid = full_grid(study)
     write_table(grid, out, "results", GRID_NOTE)
-    sections = [Section("All runs", GRID_NOTE, grid)]
+    # the question first, then the comparisons at equal KL and at each variant's best, then every run
+    sections = [Section("Question", study.question.strip())] if study.question else []
+    equal = _equal_kl_section(study, baseline, kl, out)
     best = _best_section(study, rule, baseline, out)
     published = _published_section(study, rule, out)
-    sections += [s for s in (best, published) if s is not None]
+    sections += [s for s in (equal, best) if s is not None]
+    sections.append(Section("All runs", GRID_NOTE, grid))
+    sections += [s for s in (published,) if s is not None]
     log.info("report %s: plots", study.name)
     images = [p for p in plot_all(study, out) if p.suffix == ".png"]
     sections.append(Section("Plots", "", None, tuple(images)))

@@ -25,6 +25,7 @@ class Study:
     train_logs: pd.DataFrame  # run_id, step and TRL's logged values
     notes: list[str] = field(default_factory=list)  # runs not in the table, and why
     source: str | None = None  # the published comparison the study reproduces (study.json)
+    question: str | None = None  # what the study asks (study.json)
     # columns of `runs` holding hyperparameters: every loss field of every variant, then every other key the
     # study varies (the seed aside); `runs["configuration"]` names each configuration by them
     hyperparameters: list[str] = field(default_factory=list)
@@ -114,6 +115,7 @@ def collect_study(study_dir: Path) -> Study:
         train_logs=pd.DataFrame(logs),
         notes=notes,
         source=manifest.get("source"),
+        question=manifest.get("question"),
         hyperparameters=columns,
     )
 

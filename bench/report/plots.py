@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from bench.report.collect import Study
+from bench.report.frontier import frontiers, run_points
 
 KL_LABEL = "KL(policy || reference), nats per sequence"
 
@@ -76,6 +77,7 @@ def plot_frontier(study: Study, out: Path) -> list[Path]:
                 ax.scatter(g["kl_seq"], g[metric], color=color, label=str(variant), zorder=2)
                 if not traced and len(g) > 1:
                     ax.plot(g["kl_seq"], g[metric], color=color, alpha=0.6)
+        _frontier_lines(ax, study, metric)
         _reference_star(ax, study, "kl_seq", metric)
         ax.axhline(0.5, color="grey", lw=0.8, ls=":")
         ax.set_xscale("symlog", linthresh=1.0)  # variants' KL spans orders of magnitude; 0 stays on the axis
@@ -85,6 +87,17 @@ def plot_frontier(study: Study, out: Path) -> list[Path]:
     _legend(axes[0], fontsize=8)
     fig.tight_layout()
     return _save(fig, out, "frontier")
+
+
+def _frontier_lines(ax: Any, study: Study, metric: str) -> None:
+    """Each variant's upper frontier (bench.report.frontier), dashed in the variant's color."""
+    points = run_points(study, metric)
+    if points.empty:
+        return
+    origin = float(study.reference.get(metric, 0.5)) if study.reference else 0.5
+    colors = {v: f"C{i}" for i, v in enumerate(sorted(study.runs["variant"].unique()))}
+    for variant, ((ks, vs), _) in frontiers(points, origin).items():
+        ax.plot(ks, vs, color=colors.get(variant, "grey"), ls="--", lw=1.5, label=f"{variant} frontier")
 
 
 def plot_judge_vs_gold(study: Study, out: Path) -> list[Path]:

@@ -149,10 +149,13 @@ def _tex_escape(text: str) -> str:
     return text
 
 
-def write_table(frame: pd.DataFrame, out: Path, name: str, caption: str) -> dict[str, Path]:
-    """<name>.md, <name>.tex and <name>.csv, each written atomically."""
+def write_table(
+    frame: pd.DataFrame, out: Path, name: str, caption: str, numbers: pd.DataFrame | None = None
+) -> dict[str, Path]:
+    """<name>.md, <name>.tex and <name>.csv, each written atomically; the CSV holds `numbers` (one number a
+    cell) when given, else the same cells as the other two."""
     paths = {"md": out / f"{name}.md", "tex": out / f"{name}.tex", "csv": out / f"{name}.csv"}
     atomic_write_text(paths["md"], frame.to_markdown(index=False) + "\n")
     atomic_write_text(paths["tex"], latex(frame, caption, f"tab:{name}"))
-    atomic_write_text(paths["csv"], frame.to_csv(index=False))
+    atomic_write_text(paths["csv"], (frame if numbers is None else numbers).to_csv(index=False))
     return paths
