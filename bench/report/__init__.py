@@ -29,7 +29,7 @@ from bench.report.html import Section, write_html, write_markdown
 from bench.report.plots import plot_all
 from bench.report.published import comparison
 from bench.report.stats import SelectionRule, select_best
-from bench.report.tables import best_table, full_grid, write_table
+from bench.report.tables import best_table, full_grid, full_grid_numbers, write_table
 
 __all__ = ["SelectionRule", "check_options", "collect", "collect_study", "write_report"]
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def tuning_budget(best: pd.DataFrame) -> str:
 def _best_section(study: Study, rule: SelectionRule, baseline: str | None, out: Path) -> Section | None:
     report_split = next(s for s in SPLITS if s != rule.split)
     try:
-        best = best_table(study, rule, baseline, report_split)
+        best, numbers = best_table(study, rule, baseline, report_split)
     except KeyError as err:  # runs evaluated before the prompt splits: no configuration can be chosen
         return Section("Best configuration per variant", f"Not available: {err.args[0]}")
     compared = (
@@ -100,7 +100,7 @@ def _best_section(study: Study, rule: SelectionRule, baseline: str | None, out: 
         f"reported on the {report_split} prompts as mean [95% interval] over seeds and prompts (two-level "
         f"bootstrap; lc_win_rate: t interval over seeds).{compared}{budget}"
     )
-    write_table(best, out, "best", caption)
+    write_table(best, out, "best", caption, numbers=numbers)
     return Section("Best configuration per variant", caption, best)
 
 
@@ -181,7 +181,7 @@ def write_report(
     log.info("report %s: %d finished run(s), %d not finished", study.name, len(study.runs), len(study.notes))
     atomic_write_text(out / "runs.csv", study.with_reference().to_csv(index=False))
     grid = full_grid(study)
-    write_table(grid, out, "results", GRID_NOTE)
+    write_table(grid, out, "results", GRID_NOTE, numbers=full_grid_numbers(study))
     # the question first, then the comparisons at equal KL and at each variant's best, then every run
     sections = [Section("Question", study.question.strip())] if study.question else []
     equal = _equal_kl_section(study, baseline, kl, out)

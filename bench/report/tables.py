@@ -63,6 +63,20 @@ def _interval(mean: float, low: float, high: float) -> str:
     return f"{mean:.3f} [{low:.3f}, {high:.3f}]" if math.isfinite(low) else f"{mean:.3f}"
 
 
+def full_grid_numbers(study: Study) -> pd.DataFrame:
+    """The full grid as numbers (the CSV): hyperparameters, integer seeds, each metric and its standard error
+    in its own column."""
+    frame = study.with_reference()
+    columns = ["variant", *(c for c in _hyperparameter_columns(study) if c in frame.columns)]
+    out = frame[columns].copy()
+    out["seed"] = frame.get("seed", pd.Series(dtype=float)).astype("Int64")
+    for c in (c for c in HEADLINE if c in frame.columns):
+        out[c] = frame[c]
+        if f"{c}_se" in frame.columns:
+            out[f"{c}_se"] = frame[f"{c}_se"]
+    return out
+
+
 def full_grid(study: Study) -> pd.DataFrame:
     frame = study.with_reference()
     shown = pd.DataFrame({"variant": frame["variant"]})
@@ -79,35 +93,52 @@ def full_grid(study: Study) -> pd.DataFrame:
     return shown
 
 
-def best_table(study: Study, rule: SelectionRule, baseline: str | None, report_split: str) -> pd.DataFrame:
-    """Each variant's selected configuration, reported on `report_split` (never the selection's split)."""
+def best_table(
+    study: Study, rule: SelectionRule, baseline: str | None, report_split: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(cells, numbers) of each variant's selected configuration, reported on `report_split` (never the
+    selection's split). `numbers` is the CSV: one number a column (mean, interval bounds, p-value apart)."""
     if report_split == rule.split:
         raise ValueError("the best configurations must be reported on a different split than selected on")
     best = select_best(study.runs, rule)
     base = baseline if baseline in set(best["variant"]) else None
     base_prompts = _prompts(study, best, base, report_split) if base else None
-    out = []
+    out, numbers = [], []
     for _, sel in best.iterrows():
         runs = study.runs[study.runs["config_key"] == sel["config_key"]]
         prompts = _prompts(study, best, sel["variant"], report_split)
-        row: dict[str, Any] = {"variant": sel["variant"]}
-        row |= {c: _short(runs[c].iloc[0]) if c in runs else "" for c in _hyperparameter_columns(study)}
-        row |= {
+        hyper = {c: runs[c].iloc[0] if c in runs else None for c in _hyperparameter_columns(study)}
+        counts = {
             "configs": int(study.runs.loc[study.runs["variant"] == sel["variant"], "config_key"].nunique()),
             "seeds": int(sel["seeds"]),
-            f"{rule.split} {rule.metric} (selection)": _num(float(sel["selection_score"])),
         }
-        for metric in PER_PROMPT:
-            if metric in prompts.columns:
-                row[f"{report_split} {metric}"] = _interval(*mean_ci(prompts, metric))
+        selection = f"{rule.split} {rule.metric} (selection)"
+        row: dict[str, Any] = {
+            "variant": sel["variant"],
+            **{c: _short(v) for c, v in hyper.items()},
+            **counts,
+        }
+        row[selection] = _num(float(sel["selection_score"]))
+        num: dict[str, Any] = {
+            "variant": sel["variant"],
+            **hyper,
+            **counts,
+            selection: float(sel["selection_score"]),
+        }
+        intervals = {m: mean_ci(prompts, m) for m in PER_PROMPT if m in prompts.columns}
         lc = f"{report_split}/lc_win_rate"
         if lc in runs.columns:
             mean, low, high = seed_t_interval(list(runs[lc]))
-            row[f"{report_split} lc_win_rate"] = _interval(mean, max(low, 0.0), min(high, 1.0))  # a rate
+            intervals["lc_win_rate"] = (mean, max(low, 0.0), min(high, 1.0))  # a rate
+        for metric, (mean, low, high) in intervals.items():
+            row[f"{report_split} {metric}"] = _interval(mean, low, high)
+            num |= {f"{report_split} {metric}": mean, f"{report_split} {metric} ci_low": low}
+            num[f"{report_split} {metric} ci_high"] = high
         for task in ("lm_eval/toy_nll/nll_per_token", "lm_eval/toy_mc/acc"):
             if task in runs.columns and task in study.reference:
                 delta = float(runs[task].mean()) - float(study.reference[task])
                 row[f"Δ {task.removeprefix('lm_eval/')} vs reference"] = f"{delta:+.3f}"
+                num[f"delta {task.removeprefix('lm_eval/')} vs reference"] = delta
         if base_prompts is not None and sel["variant"] != base:
             for metric in COMPARED:
                 if metric in prompts.columns:
@@ -116,10 +147,14 @@ def best_table(study: Study, rule: SelectionRule, baseline: str | None, report_s
                     row[f"Δ {metric} vs {base} [95% CI], p"] = (
                         f"{d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}], {p}"
                     )
+                    for key in ("diff", "ci_low", "ci_high", "p_value"):
+                        num[f"{metric} vs {base} {key}"] = d[key]
         out.append(row)
+        numbers.append(num)
     table = pd.DataFrame(out).fillna("")
     order = sorted(table["variant"], key=lambda v: (v != base, v))  # the baseline first, then by name
-    return table.set_index("variant").loc[order].reset_index()
+    frame = pd.DataFrame(numbers).set_index("variant").loc[order].reset_index()
+    return table.set_index("variant").loc[order].reset_index(), frame
 
 
 def _prompts(study: Study, best: pd.DataFrame, variant: str | None, split: str) -> pd.DataFrame:

@@ -140,8 +140,10 @@ def test_selection_reads_only_the_validation_split(study: Path) -> None:
     assert table.loc["dpo", "beta"] == 1 and table.loc["dpo", "seeds"] == 3
     test_prompts = [p for p in PROMPTS if prompt_split(p) == "test"]
     expected = np.mean([_win(0.10, s, p) for s in (0, 1, 2) for p in test_prompts])
-    assert table.loc["dpo", "test win_rate"].startswith(f"{expected:.3f} [")
-    assert table.loc["dpo", "Δ toy_mc/acc vs reference"] == pytest.approx(-0.1)
+    assert table.loc["dpo", "test win_rate"] == pytest.approx(expected)  # the CSV holds numbers
+    assert table.loc["dpo", "test win_rate ci_low"] <= expected <= table.loc["dpo", "test win_rate ci_high"]
+    assert table.loc["dpo", "delta toy_mc/acc vs reference"] == pytest.approx(-0.1)
+    assert f"| {expected:.3f} [" in (study / "report" / "best.md").read_text()  # the table shows cells
 
 
 def test_paired_comparison_and_intervals(study: Path) -> None:
@@ -156,7 +158,12 @@ def test_paired_comparison_and_intervals(study: Path) -> None:
     assert d["pairs"] == 3 * len(dpo["prompt_id"].unique())
     write_report(study)
     best = pd.read_csv(study / "report" / "best.csv").set_index("variant")
-    assert best.loc["ipo", "Δ win_rate vs dpo [95% CI], p"] == "+0.050 [+0.050, +0.050], p<0.001"
+    numbers = best.loc["ipo", ["win_rate vs dpo diff", "win_rate vs dpo ci_low", "win_rate vs dpo ci_high"]]
+    assert (
+        numbers.tolist() == pytest.approx([0.05, 0.05, 0.05])
+        and best.loc["ipo", "win_rate vs dpo p_value"] == 0
+    )
+    assert "+0.050 [+0.050, +0.050], p<0.001" in (study / "report" / "best.md").read_text()
 
 
 def test_latex_tables_are_well_formed(study: Path) -> None:
