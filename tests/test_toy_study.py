@@ -49,6 +49,13 @@ def test_the_main_job_study_runs_and_its_report_renders(tmp_path) -> None:
     proc = subprocess.run(report, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = results / "toy_main" / "report"
+    text = (out / "report.md").read_text()  # the question, then equal KL, then the best configurations
+    assert (
+        text.index("## Question")
+        < text.index("## Variants at equal KL")
+        < text.index("## Best configuration")
+    )
+    assert all(v in (out / "equal_kl.md").read_text() for v in ("dpo", "ipo", "simpo"))
     best = (out / "best.md").read_text()
     assert all(v in best for v in ("dpo", "ipo", "simpo")) and "Δ win_rate vs dpo" in best
     for name in ("frontier", "judge_vs_gold", "length", "sensitivity", "training"):
