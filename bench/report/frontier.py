@@ -116,9 +116,8 @@ def equal_kl(
     budgets = list(budgets) if budgets else default_budgets(reaches)
     seeds = sorted(study.runs["seed"].dropna().unique())
     rng = np.random.default_rng(seed)
-    enough = (
-        len(seeds) >= MIN_SEEDS
-    )  # fewer seeds cannot show seed variation: no interval, and the caption says so
+    # fewer seeds cannot show seed variation: no interval then, and the caption says so
+    enough = len(seeds) >= MIN_SEEDS
     draws = [rng.choice(seeds, size=len(seeds), replace=True) for _ in range(n)] if enough else []
     rows: dict[tuple[str, float], dict[str, object]] = {}
     for metric, points in per_metric.items():
