@@ -41,6 +41,18 @@ GRID_NOTE = (
 )
 
 
+def sample_sizes(study: Study) -> str:
+    """'P evaluation prompts (V val, T test), S seeds': what every interval of the report rests on."""
+    seeds = int(study.runs["seed"].nunique()) if "seed" in study.runs else 0
+    pp = study.per_prompt
+    if pp.empty:
+        return f"{seeds} seed(s)"
+    prompts = pp.drop_duplicates("prompt_id")
+    counts = prompts["split"].value_counts().to_dict() if "split" in prompts else {}
+    halves = ", ".join(f"{counts.get(s, 0)} {s}" for s in SPLITS)
+    return f"{len(prompts)} evaluation prompts ({halves}), {seeds} seed(s)"
+
+
 def check_options(study: Study, rule: SelectionRule, baseline: str | None) -> str | None:
     """The report's options against the study, before anything is written (a dry run calls this too): an
     explicit --baseline must be one of the study's variants, --select a metric its runs have on the selection
@@ -98,7 +110,8 @@ def _best_section(study: Study, rule: SelectionRule, baseline: str | None, out: 
     caption = (
         f"Best configuration per variant: {rule.describe()}, among `configs` configurations of each variant; "
         f"reported on the {report_split} prompts as mean [95% interval] over seeds and prompts (two-level "
-        f"bootstrap; lc_win_rate: t interval over seeds).{compared}{budget}"
+        f"bootstrap; lc_win_rate: t interval over seeds; {sample_sizes(study)}). Win rates are fractions, "
+        f"KL in nats per sequence, lengths in tokens.{compared}{budget}"
     )
     write_table(best, out, "best", caption, numbers=numbers)
     return Section("Best configuration per variant", caption, best)
@@ -121,7 +134,8 @@ def _equal_kl_section(
         "Variants at equal KL: each variant's upper frontier of a win rate against KL (kl_seq, nats per "
         "sequence) over all its configurations and evaluations over training (means over seeds), starting at "
         "the reference (KL 0), read at each KL budget by linear interpolation and never extrapolated "
-        f"({', '.join(f'{b:g}' for b in used)} nats: {levels}); {seeds_note(study)}.{above}"
+        f"({', '.join(f'{b:g}' for b in used)} nats: {levels}); {sample_sizes(study)}; {seeds_note(study)}."
+        f"{above}"
     )
     write_table(table, out, "equal_kl", caption, numbers=numbers)
     return Section("Variants at equal KL", caption, table)
@@ -181,14 +195,15 @@ def write_report(
     log.info("report %s: %d finished run(s), %d not finished", study.name, len(study.runs), len(study.notes))
     atomic_write_text(out / "runs.csv", study.with_reference().to_csv(index=False))
     grid = full_grid(study)
-    write_table(grid, out, "results", GRID_NOTE, numbers=full_grid_numbers(study))
+    note = f"{GRID_NOTE} {sample_sizes(study)}."
+    write_table(grid, out, "results", note, numbers=full_grid_numbers(study))
     # the question first, then the comparisons at equal KL and at each variant's best, then every run
     sections = [Section("Question", study.question.strip())] if study.question else []
     equal = _equal_kl_section(study, baseline, kl, out)
     best = _best_section(study, rule, baseline, out)
     published = _published_section(study, rule, out)
     sections += [s for s in (equal, best) if s is not None]
-    sections.append(Section("All runs", GRID_NOTE, grid))
+    sections.append(Section("All runs", note, grid))
     sections += [s for s in (published,) if s is not None]
     log.info("report %s: plots", study.name)
     images = [p for p in plot_all(study, out) if p.suffix == ".png"]

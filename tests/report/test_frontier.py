@@ -77,3 +77,4 @@ def test_three_seeds_give_a_seed_bootstrap_interval_and_the_report_opens_with_eq
     text = (root / "report" / "report.md").read_text()
     assert text.index("Variants at equal KL") < text.index("All runs")
     assert "not reached (max KL 3)" in (root / "report" / "equal_kl.md").read_text()
+    assert "3 seed(s): seed variation" not in text and "a bootstrap over the 3 seeds" in text

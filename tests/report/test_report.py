@@ -306,6 +306,11 @@ def test_every_hyperparameter_is_in_view_and_best_names_the_winning_gamma(study:
     row = best[best["variant"] == "simpo"].iloc[0]
     assert row["gamma_beta_ratio"] == 0.8 and row["configs"] == 2
     assert "paper" not in best.columns  # documentation keys are not hyperparameters
+    n_val = sum(prompt_split(p) == "val" for p in PROMPTS)
+    sizes = (
+        f"40 evaluation prompts ({n_val} val, {40 - n_val} test), 3 seed(s)"  # the failed run's seed 7 aside
+    )
+    assert sizes in (study / "report" / "report.md").read_text()  # every caption says what it rests on
     grid = pd.read_csv(study / "report" / "results.csv")
     assert sorted(grid.loc[grid["variant"] == "simpo", "gamma_beta_ratio"].unique()) == [0.3, 0.8]
 
