@@ -30,6 +30,11 @@ class Study:
     # study varies (the seed aside); `runs["configuration"]` names each configuration by them
     hyperparameters: list[str] = field(default_factory=list)
 
+    @property
+    def shown_hyperparameters(self) -> list[str]:
+        """The hyperparameter columns tables and plots show: the study's, and lr (always in a row)."""
+        return [*self.hyperparameters, *(["lr"] if "lr" not in self.hyperparameters else [])]
+
     def with_reference(self) -> pd.DataFrame:
         """The runs and, when the study has one, the reference model's row (variant 'reference')."""
         if not self.reference:

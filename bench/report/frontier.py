@@ -50,6 +50,11 @@ def run_points(study: Study, metric: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["variant", "config_key", "seed", "step", "kl", "value"])
 
 
+def origin(study: Study, metric: str) -> float:
+    """Where every frontier starts at KL 0: the reference's own value (1/2 against itself)."""
+    return float(study.reference.get(metric, 0.5)) if study.reference else 0.5
+
+
 def upper_frontier(
     kl: Sequence[float], value: Sequence[float], origin: float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -121,9 +126,9 @@ def equal_kl(
     draws = [rng.choice(seeds, size=len(seeds), replace=True) for _ in range(n)] if enough else []
     rows: dict[tuple[str, float], dict[str, object]] = {}
     for metric, points in per_metric.items():
-        origin = float(study.reference.get(metric, 0.5)) if study.reference else 0.5
-        fronts = frontiers(points, origin)
-        boot = [frontiers(_resample(points, d), origin) for d in draws]
+        start = origin(study, metric)
+        fronts = frontiers(points, start)
+        boot = [frontiers(_resample(points, d), start) for d in draws]
         shared = min(reach for _, reach in fronts.values())
         grid = np.linspace(0.0, shared, GRID)
         for variant, (front, reach) in fronts.items():

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from bench.report.collect import Study
-from bench.report.frontier import frontiers, run_points
+from bench.report.frontier import frontiers, origin, run_points
 
 KL_LABEL = "KL(policy || reference), nats per sequence"
 
@@ -94,9 +94,8 @@ def _frontier_lines(ax: Any, study: Study, metric: str) -> None:
     points = run_points(study, metric)
     if points.empty:
         return
-    origin = float(study.reference.get(metric, 0.5)) if study.reference else 0.5
     colors = {v: f"C{i}" for i, v in enumerate(sorted(study.runs["variant"].unique()))}
-    for variant, ((ks, vs), _) in frontiers(points, origin).items():
+    for variant, ((ks, vs), _) in frontiers(points, origin(study, metric)).items():
         ax.plot(ks, vs, color=colors.get(variant, "grey"), ls="--", lw=1.5, label=f"{variant} frontier")
 
 
@@ -148,7 +147,7 @@ def plot_sensitivity(study: Study, out: Path) -> list[Path]:
     """Win rates against each variant's main hyperparameter, one line per setting of its other varied
     hyperparameters (nothing averaged over but seeds), a panel per variant."""
     plt = _plt()
-    columns = [*study.hyperparameters, *(["lr"] if "lr" not in study.hyperparameters else [])]
+    columns = study.shown_hyperparameters
     variants = sorted(study.runs["variant"].unique())
     fig, axes = plt.subplots(1, len(variants), figsize=(4 * len(variants), 3.8), squeeze=False)
     metrics = [m for m in ("win_rate", "gold_win_rate") if m in study.runs.columns]

@@ -52,11 +52,6 @@ def _short(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float | int) and not isinstance(value, bool) else str(value)
 
 
-def _hyperparameter_columns(study: Study) -> list[str]:
-    """The hyperparameter columns a table shows: the study's (every loss field, every varied key), and lr."""
-    return [*study.hyperparameters, *(["lr"] if "lr" not in study.hyperparameters else [])]
-
-
 def _interval(mean: float, low: float, high: float) -> str:
     if math.isnan(mean):
         return ""
@@ -67,7 +62,7 @@ def full_grid_numbers(study: Study) -> pd.DataFrame:
     """The full grid as numbers (the CSV): hyperparameters, integer seeds, each metric and its standard error
     in its own column."""
     frame = study.with_reference()
-    columns = ["variant", *(c for c in _hyperparameter_columns(study) if c in frame.columns)]
+    columns = ["variant", *(c for c in study.shown_hyperparameters if c in frame.columns)]
     out = frame[columns].copy()
     out["seed"] = frame.get("seed", pd.Series(dtype=float)).astype("Int64")
     for c in (c for c in HEADLINE if c in frame.columns):
@@ -80,7 +75,7 @@ def full_grid_numbers(study: Study) -> pd.DataFrame:
 def full_grid(study: Study) -> pd.DataFrame:
     frame = study.with_reference()
     shown = pd.DataFrame({"variant": frame["variant"]})
-    for column in _hyperparameter_columns(study):
+    for column in study.shown_hyperparameters:
         shown[column] = frame.get(column, pd.Series([None] * len(frame))).map(_short)
     shown["seed"] = frame.get("seed", pd.Series(dtype=float)).map(
         lambda s: f"{int(s)}" if pd.notna(s) else ""
@@ -107,7 +102,7 @@ def best_table(
     for _, sel in best.iterrows():
         runs = study.runs[study.runs["config_key"] == sel["config_key"]]
         prompts = _prompts(study, best, sel["variant"], report_split)
-        hyper = {c: runs[c].iloc[0] if c in runs else None for c in _hyperparameter_columns(study)}
+        hyper = {c: runs[c].iloc[0] if c in runs else None for c in study.shown_hyperparameters}
         counts = {
             "configs": int(study.runs.loc[study.runs["variant"] == sel["variant"], "config_key"].nunique()),
             "seeds": int(sel["seeds"]),

@@ -50,15 +50,17 @@ def hub_snapshot(repo_id: str, revision: str | None, download: bool = True) -> P
     return folder
 
 
+def _require_path(spec: Any, source: str, what: str) -> None:
+    if not spec.model.path:
+        raise ConfigError(f"model={spec.model.name} (source {source}) needs model.path: {what}")
+
+
 class PathModel(ModelSource):
     """A local checkpoint folder (model.path)."""
 
     def __init__(self, spec: Any) -> None:
         super().__init__(spec)
-        if not spec.model.path:
-            raise ConfigError(
-                f"model={spec.model.name} (source path) needs model.path: a local checkpoint folder"
-            )
+        _require_path(spec, "path", "a local checkpoint folder")
 
     def reference(self) -> Path:
         return Path(str(self.spec.model.path))
@@ -75,10 +77,7 @@ class HubModel(ModelSource):
 
     def __init__(self, spec: Any) -> None:
         super().__init__(spec)
-        if not spec.model.path:
-            raise ConfigError(
-                f"model={spec.model.name} (source hub) needs model.path: a Hub id such as org/name"
-            )
+        _require_path(spec, "hub", "a Hub id such as org/name")
 
     def reference(self) -> Path:
         return hub_snapshot(str(self.spec.model.path), self.spec.model.revision)
