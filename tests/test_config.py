@@ -10,7 +10,8 @@ from bench.config import GROUPS, load_spec, options
 from bench.core.errors import ConfigError
 from bench.core.keys import RUN, changes, leaves, signature
 
-TOY = ("toy", "toy_tiny")
+# the toy world's models and datasets (conf/*/toy*.yaml): the toy model speaks only their vocabulary
+TOY = tuple(sorted({n for g in ("model", "dataset") for n in options(g) if n.startswith("toy")}))
 REQUIRED = {  # options with a required (???) key, and a value for it
     ("model", "local"): ["model.path=/models/sft"],
     ("model", "hub"): ["model.path=org/sft-model"],

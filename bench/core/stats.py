@@ -1,21 +1,34 @@
-"""The statistics every part of the harness shares: means with standard errors over prompts, ratio
-estimators, percentile bootstrap intervals over prompts, and the report's two-level (seeds, prompts) bootstrap
-and paired comparisons. Metrics, the judge's win rates and the report all call these, so an interval means the
-same thing everywhere.
+"""The statistics every part of the harness shares.
 
-Units: a sample of per-prompt values (the samples of one prompt are averaged first: samples that share a
-prompt are not independent). Bootstraps resample prompts with replacement (and seeds, in the two-level one);
-intervals are percentile intervals of the resampled statistic over its finite resamples. Written by hand:
-scipy's bootstrap resamples one level and does not pair across two frames.
+Within one run (metrics.jsonl): means with standard errors over prompts, ratio estimators, and percentile
+bootstrap intervals over prompts (the samples of one prompt are averaged first: samples that share a prompt
+are not independent).
+
+Across seeds (the report): `crossed_interval`, the one interval every metric of a configuration gets. Its
+input is a seeds x prompts matrix of per-prompt values: the metric's own per-prompt values when it is a mean
+over prompts (win rate, gold win rate, KL, length), or jackknife pseudo-values when it is not (the LC win
+rate, a fitted GLM: `jackknife_pseudo_values`), so a fitted statistic goes through the same formula. Seeds and
+prompts are crossed (every seed evaluates the same prompts), so a value is
+
+    y[s, p] = mu + a[s] + b[p] + e[s, p]      (seed effect, prompt effect, interaction)
+
+and the variance of the grand mean is var(a)/S + var(b)/P + var(e)/(SP). The two-way random-effects ANOVA
+estimates it without bias as (MS_seed + MS_prompt - MS_residual) / (SP), with Satterthwaite's degrees of
+freedom for a t interval. A percentile bootstrap over 2 or 3 seeds cannot do this: resampling 3 values sees
+2/3 of their variance and has no t correction, so its 95% intervals cover far less often (the coverage test,
+tests/core/test_stats.py, measures both). With fewer than MIN_SEEDS seeds, seed variation cannot be
+estimated: the interval is over prompts only, for these seeds, and says so (`Interval.seed_variation`).
+Written by hand: statsmodels' mixed models fit by (RE)ML and give no Satterthwaite interval for the grand
+mean of a crossed design, and scipy has neither.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 
 import numpy as np
-import pandas as pd
 from numpy.typing import ArrayLike
 
 
@@ -76,79 +89,92 @@ def bootstrap_ci(
     return percentile_interval([statistic(values[i]) for i in index], level)
 
 
-def _prompt_matrix(per_prompt: pd.DataFrame, metric: str) -> tuple[np.ndarray, list[int], list[object]]:
-    """(seeds x prompts matrix of a metric, seeds, prompt ids); prompts missing for a seed are NaN."""
-    wide = per_prompt.pivot_table(index="seed", columns="prompt_id", values=metric, aggfunc="mean")
-    return wide.to_numpy(dtype=float), list(wide.index), list(wide.columns)
+MIN_SEEDS = 3  # below this, seed-to-seed variation is not estimated (2 seeds give one degree of freedom)
 
 
-def _draws(n_seeds: int, n_prompts: int, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    seeds = rng.integers(0, n_seeds, size=(n, n_seeds))
-    prompts = rng.integers(0, n_prompts, size=(n, n_prompts))
-    return seeds, prompts
+@dataclass(frozen=True)
+class Interval:
+    """A mean over seeds and prompts with its t interval. `seed_variation`: whether seed-to-seed variation is
+    in it (MIN_SEEDS seeds or more); otherwise it is an interval over prompts for the seeds run."""
+
+    mean: float
+    low: float
+    high: float
+    se: float
+    df: float
+    seeds: int
+    prompts: int
+    seed_variation: bool
+
+    def clipped(self, lower: float, upper: float) -> Interval:
+        """The interval within a metric's range (a rate's [0, 1]); mean and se unchanged."""
+        return replace(self, low=max(self.low, lower), high=min(self.high, upper))
+
+    def p_value(self) -> float:
+        """Two-sided p-value of mean = 0 (for a paired difference) from the same t distribution."""
+        from scipy import stats
+
+        if not (math.isfinite(self.se) and self.se > 0 and math.isfinite(self.df)):
+            return math.nan if not math.isfinite(self.mean) or self.mean == 0 else 0.0
+        return float(2 * stats.t.sf(abs(self.mean) / self.se, self.df))
 
 
-def _resampled_means(matrix: np.ndarray, seeds: np.ndarray, prompts: np.ndarray) -> np.ndarray:
-    out = np.empty(len(seeds))
-    for b in range(len(seeds)):
-        out[b] = np.nanmean(matrix[np.ix_(seeds[b], prompts[b])])
-    return out
+NO_INTERVAL = Interval(math.nan, math.nan, math.nan, math.nan, math.nan, 0, 0, False)
 
 
-def mean_ci(
-    per_prompt: pd.DataFrame, metric: str, n: int = 1000, level: float = 0.95, seed: int = 0
-) -> tuple[float, float, float]:
-    """(mean, ci_low, ci_high) of a metric over seeds and prompts: a two-level percentile bootstrap over a
-    frame of per-prompt values (columns seed, prompt_id, metric) that resamples the seeds, then the prompts
-    (one prompt draw for every seed: the prompts are shared)."""
-    matrix, _, _ = _prompt_matrix(per_prompt, metric)
-    if matrix.size == 0 or np.isnan(matrix).all():
-        return math.nan, math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    samples = _resampled_means(matrix, *_draws(matrix.shape[0], matrix.shape[1], n, rng))
-    low, high = percentile_interval(samples, level)
-    return float(np.nanmean(matrix)), low, high
+def crossed_interval(
+    values: ArrayLike, level: float = 0.95, center: float | None = None, min_seeds: int = MIN_SEEDS
+) -> Interval:
+    """The t interval of the grand mean of a seeds x prompts matrix (module docstring); `center` replaces the
+    matrix's mean as the estimate (a fitted statistic's own value, its pseudo-values giving only the spread).
 
-
-def paired_difference(
-    a: pd.DataFrame, b: pd.DataFrame, metric: str, n: int = 1000, level: float = 0.95, seed: int = 0
-) -> dict[str, float]:
-    """Mean of a minus b over the seeds and prompts both have, its interval, and a two-sided bootstrap p-value
-    (twice the smaller tail of the resampled differences around 0). Pairs are (seed, prompt)."""
-    ma, seeds_a, prompts_a = _prompt_matrix(a, metric)
-    mb, seeds_b, prompts_b = _prompt_matrix(b, metric)
-    seeds = [s for s in seeds_a if s in seeds_b]
-    prompts = [p for p in prompts_a if p in prompts_b]
-    nan = {"diff": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan, "pairs": 0}
-    if not seeds or not prompts:
-        return nan
-    rows_a = [seeds_a.index(s) for s in seeds]
-    rows_b = [seeds_b.index(s) for s in seeds]
-    cols_a = [prompts_a.index(p) for p in prompts]
-    cols_b = [prompts_b.index(p) for p in prompts]
-    diff = ma[np.ix_(rows_a, cols_a)] - mb[np.ix_(rows_b, cols_b)]
-    rng = np.random.default_rng(seed)
-    samples = _resampled_means(diff, *_draws(diff.shape[0], diff.shape[1], n, rng))
-    low, high = percentile_interval(samples, level)
-    tail = min((samples <= 0).mean(), (samples >= 0).mean())
-    return {
-        "diff": float(np.nanmean(diff)),
-        "ci_low": low,
-        "ci_high": high,
-        "p_value": float(min(1.0, 2 * tail)),
-        "pairs": int(np.isfinite(diff).sum()),
-    }
-
-
-def seed_t_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
-    """(mean, low, high) across seeds with a t interval, for metrics without per-prompt values (the LC win
-    rate is a fitted GLM); one seed gives no interval."""
+    Prompts some seed lacks (NaN) are dropped: the design must be crossed. One prompt: an interval over seeds
+    (when there are min_seeds of them). The variance estimate is floored at the residual's share, since no
+    variance component is negative."""
     from scipy import stats
 
-    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
-    if len(x) == 0:
-        return math.nan, math.nan, math.nan
-    if len(x) == 1:
-        return float(x[0]), math.nan, math.nan
-    half = stats.t.ppf((1 + level) / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
-    return float(x.mean()), float(x.mean() - half), float(x.mean() + half)
+    y = np.atleast_2d(np.asarray(values, dtype=float))
+    y = y[:, np.isfinite(y).all(axis=0)] if y.size else y
+    n_seeds, n_prompts = y.shape
+    if y.size == 0:
+        return NO_INTERVAL
+    mean = float(y.mean()) if center is None else float(center)
+    seed_means, prompt_means = y.mean(axis=1), y.mean(axis=0)
+    with_seeds = n_seeds >= min_seeds
+    if n_prompts < 2:  # no prompt spread to see: seeds alone, when there are enough
+        if not with_seeds:
+            return Interval(mean, math.nan, math.nan, math.nan, math.nan, n_seeds, n_prompts, False)
+        var, df = float(seed_means.var(ddof=1)) / n_seeds, float(n_seeds - 1)
+    elif not with_seeds:  # these seeds' prompts: E[MS_prompt] / (S P) = var(b)/P + var(e)/(S P)
+        var, df = float(prompt_means.var(ddof=1)) / n_prompts, float(n_prompts - 1)
+    else:
+        ms_seed = n_prompts * float(seed_means.var(ddof=1))
+        ms_prompt = n_seeds * float(prompt_means.var(ddof=1))
+        resid = y - seed_means[:, None] - prompt_means[None, :] + y.mean()
+        df_resid = (n_seeds - 1) * (n_prompts - 1)
+        ms_resid = float((resid**2).sum()) / df_resid
+        total = ms_seed + ms_prompt - ms_resid
+        if total <= ms_resid:  # every component estimated at zero but the residual
+            total, df = ms_resid, float(df_resid)
+        else:  # Satterthwaite: the df of a linear combination of mean squares
+            parts = ms_seed**2 / (n_seeds - 1) + ms_prompt**2 / (n_prompts - 1) + ms_resid**2 / df_resid
+            df = total**2 / parts if parts > 0 else math.inf
+        var = total / (n_seeds * n_prompts)
+    se = math.sqrt(max(var, 0.0))
+    half = float(stats.t.ppf((1 + level) / 2, df)) * se if se > 0 else 0.0
+    return Interval(mean, mean - half, mean + half, se, df, n_seeds, n_prompts, with_seeds)
+
+
+def jackknife_pseudo_values(estimate: Callable[[np.ndarray], float], n: int) -> np.ndarray:
+    """Delete-one jackknife pseudo-values of a statistic over n units (prompts): n T - (n - 1) T_(-i), where
+    `estimate(keep)` computes it on the units `keep` (a boolean mask) marks. Their mean is the jackknife
+    estimate and their spread its standard error, so a fitted statistic's pseudo-values go through the same
+    crossed_interval as a mean's per-prompt values (for a mean they are the values themselves)."""
+    every = np.ones(n, dtype=bool)
+    full = estimate(every)
+    out = np.empty(n)
+    for i in range(n):
+        keep = every.copy()
+        keep[i] = False
+        out[i] = n * full - (n - 1) * estimate(keep)
+    return out

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bench.core.stats import mean_se, percentile_interval
+from bench.core.stats import jackknife_pseudo_values, mean_se, percentile_interval
 from bench.judge.lc import lc_data, lc_fit, lc_refit
 from bench.judge.references import load_gamed_csv
 
@@ -99,6 +99,22 @@ def win_rates(
     for name, values in samples.items():
         out[f"{name}_ci_low"], out[f"{name}_ci_high"] = percentile_interval(values, ci_level)
     return out
+
+
+def lc_pseudo_values(annotations: pd.DataFrame, gamed_csv: str | Path | None = None) -> dict[Any, float]:
+    """{prompt_id: jackknife pseudo-value of the LC win rate}: n LC - (n - 1) LC without that prompt, each
+    refitted at the C the full fit chose (bench.judge.lc.lc_refit). The LC win rate is a fitted GLM, not a
+    mean over prompts; its pseudo-values let the report's one interval method
+    (bench.core.stats.crossed_interval) treat it like every other metric. NaN for every prompt when the GLM
+    cannot be fitted."""
+    codes = _prompt_codes(annotations)
+    ids = sorted(annotations["prompt_id"].unique()) if "prompt_id" in annotations else list(range(len(codes)))
+    data = lc_data(annotations, None if gamed_csv is None else load_gamed_csv(gamed_csv))
+    lc, C = lc_fit(data)
+    if not math.isfinite(lc) or len(ids) < 2:
+        return {pid: math.nan for pid in ids}
+    values = jackknife_pseudo_values(lambda keep: lc_refit(data, C, keep[codes].astype(float)), len(ids))
+    return {pid: float(v) for pid, v in zip(ids, values, strict=True)}
 
 
 def _soft_logistic_slope(x: np.ndarray, p: np.ndarray, ridge: float = LENGTH_SLOPE_RIDGE) -> float:

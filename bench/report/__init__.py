@@ -3,10 +3,12 @@
 Writes results/<study>/report/:
   runs.csv                  the tidy table: one row per finished run (and the reference), every metric
   results.{md,tex,csv}      the full grid on all evaluation prompts (± one standard error over prompts)
+  equal_kl.{md,tex,csv}     each variant's upper win-rate-vs-KL frontier read at common KL budgets
   best.{md,tex,csv}         each variant's best configuration under the selection rule (chosen on the
                             validation prompts, reported on the test prompts): mean and 95% interval over
                             seeds and prompts, lm-eval deltas against the reference, paired comparison with
                             the baseline variant
+  gold_optimum.{md,tex,csv} each variant's gold-optimal KL, and its gold and judged win rates past it
   published.{md,tex,csv}    published figures beside ours, when the study names a source
   *.png, *.pdf              frontier, judge_vs_gold, length, sensitivity, training
   report.html, report.md    everything above in one file (images embedded in the HTML)
@@ -24,11 +26,11 @@ from bench.core.errors import ConfigError
 from bench.core.records import atomic_write_text
 from bench.core.splits import SPLITS
 from bench.report.collect import Study, collect, collect_study
-from bench.report.frontier import equal_kl, format_table, seeds_note
+from bench.report.frontier import equal_kl, format_optimum, format_table, gold_optimum
 from bench.report.html import Section, write_html, write_markdown
 from bench.report.plots import plot_all
 from bench.report.published import comparison
-from bench.report.stats import SelectionRule, select_best
+from bench.report.stats import SelectionRule, seeds_note, select_best
 from bench.report.tables import best_table, full_grid, full_grid_numbers, write_table
 
 __all__ = ["SelectionRule", "check_options", "collect", "collect_study", "write_report"]
@@ -100,7 +102,8 @@ def _best_section(study: Study, rule: SelectionRule, baseline: str | None, out: 
     except KeyError as err:  # runs evaluated before the prompt splits: no configuration can be chosen
         return Section("Best configuration per variant", f"Not available: {err.args[0]}")
     compared = (
-        f" Paired comparisons against {baseline} resample the same seeds and prompts for both."
+        f" Paired comparisons against {baseline}: the same interval over the (seed, prompt) differences, "
+        "with the t test's p-value."
         if baseline
         else ""
     )
@@ -109,9 +112,9 @@ def _best_section(study: Study, rule: SelectionRule, baseline: str | None, out: 
         log.warning("report %s:%s", study.name, budget)
     caption = (
         f"Best configuration per variant: {rule.describe()}, among `configs` configurations of each variant; "
-        f"reported on the {report_split} prompts as mean [95% interval] over seeds and prompts (two-level "
-        f"bootstrap; lc_win_rate: t interval over seeds; {sample_sizes(study)}). Win rates are fractions, "
-        f"KL in nats per sequence, lengths in tokens.{compared}{budget}"
+        f"reported on the {report_split} prompts as mean [95% interval] ({seeds_note(study)}; lc_win_rate, a "
+        f"fitted GLM, through its jackknife pseudo-values over prompts; {sample_sizes(study)}). Win rates "
+        f"are fractions, KL in nats per sequence, lengths in tokens.{compared}{budget}"
     )
     write_table(best, out, "best", caption, numbers=numbers)
     return Section("Best configuration per variant", caption, best)
@@ -139,6 +142,22 @@ def _equal_kl_section(
     )
     write_table(table, out, "equal_kl", caption, numbers=numbers)
     return Section("Variants at equal KL", caption, table)
+
+
+def _optimum_section(study: Study, out: Path) -> Section | None:
+    numbers = gold_optimum(study)
+    if numbers.empty:
+        return None
+    caption = (
+        "Where each variant's gold win rate peaks over all its configurations and evaluated steps (means "
+        "over seeds; KL in nats per sequence, win rates against the reference as fractions, on all "
+        f"evaluation prompts; {sample_sizes(study)}), and both win rates at the largest KL the variant "
+        "reached. A gold win rate that falls past its optimum while the judged one rises is the judge being "
+        "over-optimised. The frontier plot marks each gold-optimal KL (dotted)."
+    )
+    table = format_optimum(numbers)
+    write_table(table, out, "gold_optimum", caption, numbers=numbers)
+    return Section("Gold-optimal KL", caption, table)
 
 
 def _published_section(study: Study, rule: SelectionRule, out: Path) -> Section | None:
@@ -201,8 +220,9 @@ def write_report(
     sections = [Section("Question", study.question.strip())] if study.question else []
     equal = _equal_kl_section(study, baseline, kl, out)
     best = _best_section(study, rule, baseline, out)
+    optimum = _optimum_section(study, out)
     published = _published_section(study, rule, out)
-    sections += [s for s in (equal, best) if s is not None]
+    sections += [s for s in (equal, best, optimum) if s is not None]
     sections.append(Section("All runs", note, grid))
     sections += [s for s in (published,) if s is not None]
     log.info("report %s: plots", study.name)

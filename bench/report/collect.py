@@ -20,6 +20,8 @@ class Study:
     name: str
     runs: pd.DataFrame  # a row per finished run: config, '<metric>' (all prompts), '<split>/<metric>'
     per_prompt: pd.DataFrame  # run_id, seed, prompt_id, split, one column per per-prompt metric
+    # the same at each step evaluated over training (steps/step-N/per_prompt.jsonl), with a `step` column
+    step_prompts: pd.DataFrame
     reference: dict[str, Any]  # the reference model's metrics (all prompts and splits)
     curves: pd.DataFrame  # run_id, step, metric, value (evaluation over training, with step 0 = reference)
     train_logs: pd.DataFrame  # run_id, step and TRL's logged values
@@ -89,7 +91,7 @@ def _why_missing(folder: Path) -> str:
 
 
 def collect_study(study_dir: Path) -> Study:
-    rows, notes, prompts, curves, logs = [], [], [], [], []
+    rows, notes, prompts, step_prompts, curves, logs = [], [], [], [], [], []
     for folder in sorted(p for p in study_dir.iterdir() if (p / "manifest.json").exists()):
         if not (folder / "metrics.jsonl").exists() or not _finished(folder):
             notes.append(_why_missing(folder))
@@ -98,6 +100,9 @@ def collect_study(study_dir: Path) -> Study:
         rows.append(row)
         for r in read_jsonl(folder / "per_prompt.jsonl") if (folder / "per_prompt.jsonl").exists() else []:
             prompts.append({"run_id": row["run_id"], "seed": row["seed"], **r})
+        for path in sorted(folder.glob("steps/step-*/per_prompt.jsonl")):
+            step = int(path.parent.name.removeprefix("step-"))
+            step_prompts += [{"run_id": row["run_id"], "step": step, **r} for r in read_jsonl(path)]
         if (folder / "curve.jsonl").exists():
             curves += [{"run_id": row["run_id"], **r} for r in read_jsonl(folder / "curve.jsonl")]
         if (folder / "train_log.jsonl").exists():
@@ -115,6 +120,7 @@ def collect_study(study_dir: Path) -> Study:
         name=study_dir.name,
         runs=runs.reset_index(drop=True),
         per_prompt=pd.DataFrame(prompts),
+        step_prompts=pd.DataFrame(step_prompts),
         reference=reference,
         curves=pd.DataFrame(curves),
         train_logs=pd.DataFrame(logs),

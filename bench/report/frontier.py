@@ -5,9 +5,14 @@ A point is one configuration at one evaluated step (the final model, or a step o
 (kl_seq, nats per sequence) and metric averaged over the configuration's seeds. The reference itself (KL 0,
 its own win rates) starts every frontier. The upper frontier keeps the points no cheaper point beats; between
 two of them the frontier is read by linear interpolation in KL, and past a variant's largest KL it is not
-reached (never extrapolated). Intervals: a bootstrap over seeds (the same seed draw for every variant), the
-whole frontier recomputed per draw; with fewer than three seeds seed variation is not estimated and the
-interval says so.
+reached (never extrapolated).
+
+Intervals: the value at a budget is w A + (1 - w) B for the two frontier points around it (or one point), so
+its per-(seed, prompt) values are w a[s, p] + (1 - w) b[s, p] from the points' per_prompt.jsonl (the final
+model's, or steps/step-N/'s), and it gets the report's one interval over seeds and prompts
+(bench.core.stats.crossed_interval; LC through its jackknife pseudo-values). With fewer than MIN_SEEDS seeds
+seed variation is not estimated and the caption says so. The interval is for the frontier's points as chosen:
+choosing them on the same evaluations (the upper envelope) adds an optimism it does not include.
 """
 
 from __future__ import annotations
@@ -18,12 +23,13 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from bench.core.stats import percentile_interval
+from bench.core.stats import NO_INTERVAL, Interval, crossed_interval
 from bench.report.collect import Study
+from bench.report.stats import point_matrix
+from bench.report.units import headed
 
 METRICS = ("win_rate", "lc_win_rate", "gold_win_rate")
 DEFAULT_LEVELS = (0.25, 0.5, 1.0)  # default budgets: these fractions of the largest KL every variant reaches
-MIN_SEEDS = 3  # below this, a bootstrap over seeds cannot estimate seed variation
 GRID = 50  # KL values a dominance statement is checked at, over the shared range
 
 
@@ -55,20 +61,42 @@ def origin(study: Study, metric: str) -> float:
     return float(study.reference.get(metric, 0.5)) if study.reference else 0.5
 
 
+def frontier_indices(kl: Sequence[float], value: Sequence[float], origin: float) -> list[int]:
+    """Indices of the upper frontier's points in order of KL, -1 for the origin (0, origin): each point whose
+    value beats every cheaper one (at equal KL, the best)."""
+    k_all, v_all = np.asarray(kl, dtype=float), np.asarray(value, dtype=float)
+    chosen, ks, vs = [-1], [0.0], [origin]
+    for i in np.argsort(k_all, kind="stable"):
+        k, v = k_all[i], v_all[i]
+        if math.isfinite(k) and math.isfinite(v) and v > vs[-1]:
+            if k == ks[-1]:
+                chosen[-1], vs[-1] = int(i), v
+            else:
+                chosen.append(int(i))
+                ks.append(k)
+                vs.append(v)
+    return chosen
+
+
 def upper_frontier(
     kl: Sequence[float], value: Sequence[float], origin: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """(KL, value) of the upper frontier: from (0, origin), each point whose value beats every cheaper one."""
-    order = np.argsort(np.asarray(kl, dtype=float), kind="stable")
-    ks, vs = [0.0], [origin]
-    for k, v in zip(np.asarray(kl, dtype=float)[order], np.asarray(value, dtype=float)[order], strict=True):
-        if math.isfinite(k) and math.isfinite(v) and v > vs[-1]:
-            if k == ks[-1]:
-                vs[-1] = v
-            else:
-                ks.append(k)
-                vs.append(v)
-    return np.array(ks), np.array(vs)
+    k_all, v_all = np.asarray(kl, dtype=float), np.asarray(value, dtype=float)
+    chosen = frontier_indices(kl, value, origin)
+    ks = np.array([0.0 if i < 0 else k_all[i] for i in chosen])
+    return ks, np.array([origin if i < 0 else v_all[i] for i in chosen])
+
+
+def weights_at(ks: np.ndarray, budget: float) -> list[tuple[int, float]]:
+    """[(frontier position, weight)] whose weighted values give the frontier's linear reading at `budget`
+    (within its KL range; past its last point, that point alone)."""
+    if budget >= ks[-1]:
+        return [(len(ks) - 1, 1.0)]
+    right = int(np.searchsorted(ks, budget, side="right"))
+    left = right - 1
+    w = (ks[right] - budget) / (ks[right] - ks[left])
+    return [(left, float(w)), (right, float(1 - w))]
 
 
 def read(frontier: tuple[np.ndarray, np.ndarray], budget: float, reach: float) -> float:
@@ -80,12 +108,15 @@ def read(frontier: tuple[np.ndarray, np.ndarray], budget: float, reach: float) -
     return float(np.interp(budget, ks, vs, right=vs[-1]))
 
 
+def _means(points: pd.DataFrame) -> pd.DataFrame:
+    return points.groupby(["variant", "config_key", "step"])[["kl", "value"]].mean().reset_index()
+
+
 def frontiers(points: pd.DataFrame, origin: float) -> dict[str, tuple[tuple[np.ndarray, np.ndarray], float]]:
     """{variant: (frontier, reach)} from per-run points, averaged over seeds per (configuration, step)."""
-    means = points.groupby(["variant", "config_key", "step"])[["kl", "value"]].mean().reset_index()
     return {
         str(v): (upper_frontier(g["kl"], g["value"], origin), float(g["kl"].max()))
-        for v, g in means.groupby("variant")
+        for v, g in _means(points).groupby("variant")
     }
 
 
@@ -107,11 +138,9 @@ def equal_kl(
     study: Study,
     budgets: Sequence[float] | None = None,
     baseline: str | None = None,
-    n: int = 200,
     level: float = 0.95,
-    seed: int = 0,
 ) -> tuple[pd.DataFrame, list[float]]:
-    """(one row per variant and KL budget: each metric's frontier value, its bootstrap interval over seeds,
+    """(one row per variant and KL budget: each metric's frontier value, its interval over seeds and prompts,
     and the share of the shared KL range where the variant's frontier lies above the baseline's; the budgets
     used). Unreached budgets are NaN with `reached` False."""
     per_metric = {m: run_points(study, m) for m in METRICS if m in study.runs.columns}
@@ -119,36 +148,63 @@ def equal_kl(
         return pd.DataFrame(), []
     reaches = [reach for _, reach in frontiers(next(iter(per_metric.values())), 0.5).values()]
     budgets = list(budgets) if budgets else default_budgets(reaches)
-    seeds = sorted(study.runs["seed"].dropna().unique())
-    rng = np.random.default_rng(seed)
-    # fewer seeds cannot show seed variation: no interval then, and the caption says so
-    enough = len(seeds) >= MIN_SEEDS
-    draws = [rng.choice(seeds, size=len(seeds), replace=True) for _ in range(n)] if enough else []
     rows: dict[tuple[str, float], dict[str, object]] = {}
     for metric, points in per_metric.items():
         start = origin(study, metric)
         fronts = frontiers(points, start)
-        boot = [frontiers(_resample(points, d), start) for d in draws]
         shared = min(reach for _, reach in fronts.values())
         grid = np.linspace(0.0, shared, GRID)
+        means = _means(points)
         for variant, (front, reach) in fronts.items():
             above = _share_above(front, fronts.get(baseline or ""), grid) if baseline != variant else None
+            mine = means[means["variant"] == variant].reset_index(drop=True)
+            chosen = frontier_indices(mine["kl"], mine["value"], start)
             for budget in budgets:
                 row = rows.setdefault((variant, budget), {"variant": variant, "kl_budget": budget})
                 row["reached"] = budget <= reach
                 row["max_kl"] = reach
-                row[metric] = read(front, budget, reach)
-                samples = [read(b[variant][0], budget, b[variant][1]) for b in boot if variant in b]
-                row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = percentile_interval(samples, level)
+                row[metric] = value = read(front, budget, reach)
+                iv = _interval(study, metric, mine, chosen, front[0], budget, value, start, level)
+                row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = iv.low, iv.high
+                row[f"{metric}_seed_variation"] = iv.seed_variation
                 if above is not None:
                     row[f"{metric}_above_{baseline}"] = above
     table = pd.DataFrame(list(rows.values()))
     return table.sort_values(["kl_budget", "variant"], kind="stable").reset_index(drop=True), budgets
 
 
-def _resample(points: pd.DataFrame, seeds: np.ndarray) -> pd.DataFrame:
-    """The points of the drawn seeds, a seed drawn twice counted twice."""
-    return pd.concat([points[points["seed"] == s] for s in seeds], ignore_index=True)
+def _interval(
+    study: Study,
+    metric: str,
+    means: pd.DataFrame,
+    chosen: list[int],
+    ks: np.ndarray,
+    budget: float,
+    value: float,
+    start: float,
+    level: float,
+) -> Interval:
+    """The interval of a frontier's reading at `budget` (module docstring): the weighted per-(seed, prompt)
+    values of the frontier points around it, centred at the reading. NaN past the variant's reach."""
+    if not math.isfinite(value):
+        return NO_INTERVAL
+    parts: list[tuple[pd.DataFrame | None, float]] = []
+    for position, weight in weights_at(ks, budget):
+        index = chosen[position]
+        if index < 0:  # the origin: the reference against itself, no spread
+            parts.append((None, weight))
+            continue
+        point = means.iloc[index]
+        parts.append((point_matrix(study, metric, point["config_key"], int(point["step"])), weight))
+    frames = [m for m, _ in parts if m is not None]
+    if not frames:
+        return crossed_interval([[value]], level)
+    seeds = sorted(set.intersection(*(set(m.index) for m in frames)))
+    prompts = sorted(set.intersection(*(set(m.columns) for m in frames)), key=str)
+    total = np.zeros((len(seeds), len(prompts)))
+    for matrix, weight in parts:
+        total += weight * (start if matrix is None else matrix.loc[seeds, prompts].to_numpy(dtype=float))
+    return crossed_interval(total, level, center=value) if total.size else NO_INTERVAL
 
 
 def _share_above(
@@ -164,12 +220,37 @@ def _share_above(
     return float(np.mean(mine > theirs))
 
 
-def seeds_note(study: Study) -> str:
-    """What the intervals account for, given the study's number of seeds."""
-    n = int(study.runs["seed"].nunique()) if not study.runs.empty else 0
-    if n >= MIN_SEEDS:
-        return f"95% intervals: a bootstrap over the {n} seeds"
-    return f"{n} seed(s): seed variation is not estimated (an interval needs at least {MIN_SEEDS} seeds)"
+def gold_optimum(study: Study) -> pd.DataFrame:
+    """Per variant, where its gold win rate peaks over all its configurations and evaluated steps (means over
+    seeds): the gold-optimal KL, the gold and judged win rates there, and both at the variant's largest KL.
+    A gold win rate that falls past its optimum while the judged one keeps rising is over-optimisation of the
+    judge (Gao et al. 2023, arXiv:2210.10760; Rafailov et al. 2024, arXiv:2406.02900). Empty without gold or
+    judged win rates."""
+    if not {"gold_win_rate", "win_rate"} <= set(study.runs.columns):
+        return pd.DataFrame()
+    keys = ["variant", "config_key", "step"]
+    gold = _means(run_points(study, "gold_win_rate")).rename(columns={"value": "gold"})
+    judged = _means(run_points(study, "win_rate")).drop(columns="kl").rename(columns={"value": "judged"})
+    points = gold.merge(judged, on=keys)
+    labels = study.runs.drop_duplicates("config_key").set_index("config_key")["configuration"]
+    rows = []
+    for variant, group in points.groupby("variant"):
+        peak = group.loc[group["gold"].idxmax()]
+        far = group.loc[group["kl"].idxmax()]
+        rows.append(
+            {
+                "variant": variant,
+                "configuration": labels.get(peak["config_key"], ""),
+                "step": int(peak["step"]),
+                "gold_optimal_kl": float(peak["kl"]),
+                "peak_gold_win_rate": float(peak["gold"]),
+                "win_rate_at_peak": float(peak["judged"]),
+                "max_kl": float(far["kl"]),
+                "gold_win_rate_at_max_kl": float(far["gold"]),
+                "win_rate_at_max_kl": float(far["judged"]),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def format_table(frame: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
@@ -185,13 +266,30 @@ def format_table(frame: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
             if metric not in row:
                 continue
             if not row["reached"]:
-                cells[metric] = f"not reached (max KL {row['max_kl']:.3g})"
+                cells[headed(metric, metric)] = f"not reached (max KL {row['max_kl']:.3g})"
                 continue
             low, high = row.get(f"{metric}_ci_low"), row.get(f"{metric}_ci_high")
             interval = f" [{low:.3f}, {high:.3f}]" if low is not None and math.isfinite(low) else ""
-            cells[metric] = f"{row[metric]:.3f}{interval}"
+            cells[headed(metric, metric)] = f"{row[metric]:.3f}{interval}"
             above = row.get(f"{metric}_above_{baseline}")
             if baseline and above is not None and not pd.isna(above):
                 cells[f"{metric} frontier above {baseline}"] = f"{100 * above:.0f}% of the shared range"
         out.append(cells)
     return pd.DataFrame(out).fillna("")
+
+
+def format_optimum(numbers: pd.DataFrame) -> pd.DataFrame:
+    """gold_optimum's frame as cells with the units in the headers."""
+    return pd.DataFrame(
+        {
+            "variant": numbers["variant"],
+            "configuration at the optimum": numbers["configuration"],
+            "step": [("final" if s < 0 else str(s)) for s in numbers["step"]],
+            "gold-optimal KL (nats/seq)": numbers["gold_optimal_kl"].map("{:.2f}".format),
+            "peak gold win rate": numbers["peak_gold_win_rate"].map("{:.3f}".format),
+            "judged win rate at the optimum": numbers["win_rate_at_peak"].map("{:.3f}".format),
+            "largest KL (nats/seq)": numbers["max_kl"].map("{:.2f}".format),
+            "gold win rate at the largest KL": numbers["gold_win_rate_at_max_kl"].map("{:.3f}".format),
+            "judged win rate at the largest KL": numbers["win_rate_at_max_kl"].map("{:.3f}".format),
+        }
+    )

@@ -2,8 +2,9 @@
 
 full grid      every finished run on all evaluation prompts (± one standard error over prompts)
 best           each variant's best configuration under the selection rule, reported on the other split:
-               mean and 95% interval over seeds and prompts, lm-eval deltas against the reference (the
-               alignment tax), and the paired comparison with the baseline variant
+               mean and 95% interval over seeds and prompts (bench.report.stats: one method for every
+               metric), lm-eval deltas against the reference (the alignment tax), and the paired comparison
+               with the baseline variant
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import Any
 import pandas as pd
 
 from bench.core.records import atomic_write_text
-from bench.core.stats import mean_ci, paired_difference, seed_t_interval
+from bench.core.stats import Interval
 from bench.report.collect import Study
-from bench.report.stats import SelectionRule, select_best
+from bench.report.stats import FITTED, SelectionRule, config_interval, paired_interval, select_best
+from bench.report.units import headed
 
 # Columns of the full grid, in order; the CSV keeps every metric.
 HEADLINE = (
@@ -35,9 +37,9 @@ HEADLINE = (
     "lm_eval/toy_mc/acc",
 )
 WITH_SE = ("win_rate", "gold_win_rate", "kl_seq", "kl_seq_k1")
-# Metrics with a value per prompt (per_prompt.jsonl): intervals over seeds and prompts, paired comparisons
-PER_PROMPT = ("win_rate", "gold_win_rate", "kl_seq", "length_tokens_mean")
-COMPARED = ("win_rate", "gold_win_rate")  # the paired comparisons shown against the baseline
+# Metrics with per-prompt values (per_prompt.jsonl; pseudo-values for FITTED ones): the best table's intervals
+PER_PROMPT = ("win_rate", "lc_win_rate", "gold_win_rate", "kl_seq", "length_tokens_mean")
+COMPARED = ("win_rate", "lc_win_rate", "gold_win_rate")  # the paired comparisons shown against the baseline
 
 
 def _num(value: Any) -> str:
@@ -52,10 +54,26 @@ def _short(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float | int) and not isinstance(value, bool) else str(value)
 
 
-def _interval(mean: float, low: float, high: float) -> str:
-    if math.isnan(mean):
+def _interval(iv: Interval) -> str:
+    if math.isnan(iv.mean):
         return ""
-    return f"{mean:.3f} [{low:.3f}, {high:.3f}]" if math.isfinite(low) else f"{mean:.3f}"
+    return f"{iv.mean:.3f} [{iv.low:.3f}, {iv.high:.3f}]" if math.isfinite(iv.low) else f"{iv.mean:.3f}"
+
+
+def _p(p: float) -> str:
+    return "" if math.isnan(p) else f"p={p:.3f}" if p >= 0.001 else "p<0.001"
+
+
+def _fitted_mean(
+    runs: pd.DataFrame, metric: str, split: str, seeds: list[object] | None = None
+) -> float | None:
+    """A FITTED metric's own value on a split, averaged over the runs' (or the given) seeds; None for a mean
+    over prompts, whose per-prompt values give its centre."""
+    column = f"{split}/{metric}"
+    if metric not in FITTED or column not in runs.columns:
+        return None
+    chosen = runs if seeds is None else runs[runs["seed"].isin(seeds)]
+    return float(chosen[column].mean())
 
 
 def full_grid_numbers(study: Study) -> pd.DataFrame:
@@ -84,7 +102,7 @@ def full_grid(study: Study) -> pd.DataFrame:
         se = frame[f"{c}_se"] if c in WITH_SE and f"{c}_se" in frame.columns else [None] * len(frame)
         cells = [_num(v) + (f" ± {s:.3f}" if isinstance(s, float) and math.isfinite(s) else "")
                  for v, s in zip(frame[c], se, strict=True)]  # fmt: skip
-        shown[c.removeprefix("lm_eval/")] = cells
+        shown[headed(c.removeprefix("lm_eval/"), c)] = cells
     return shown
 
 
@@ -120,36 +138,48 @@ def best_table(
             **counts,
             selection: float(sel["selection_score"]),
         }
-        intervals = {m: mean_ci(prompts, m) for m in PER_PROMPT if m in prompts.columns}
-        lc = f"{report_split}/lc_win_rate"
-        if lc in runs.columns:
-            mean, low, high = seed_t_interval(list(runs[lc]))
-            intervals["lc_win_rate"] = (mean, max(low, 0.0), min(high, 1.0))  # a rate
-        for metric, (mean, low, high) in intervals.items():
-            row[f"{report_split} {metric}"] = _interval(mean, low, high)
-            num |= {f"{report_split} {metric}": mean, f"{report_split} {metric} ci_low": low}
-            num[f"{report_split} {metric} ci_high"] = high
+        for metric in (
+            m for m in PER_PROMPT if m in prompts.columns or f"{report_split}/{m}" in runs.columns
+        ):
+            # runs without per-prompt values of a metric: its per-run values, one column (seeds only)
+            values = prompts if metric in prompts.columns else _run_values(runs, metric, report_split)
+            iv = config_interval(values, metric, _fitted_mean(runs, metric, report_split))
+            name = f"{report_split} {metric}"
+            row[headed(name, metric)] = _interval(iv)
+            num |= {name: iv.mean, f"{name} ci_low": iv.low, f"{name} ci_high": iv.high, f"{name} se": iv.se}
         for task in ("lm_eval/toy_nll/nll_per_token", "lm_eval/toy_mc/acc"):
             if task in runs.columns and task in study.reference:
                 delta = float(runs[task].mean()) - float(study.reference[task])
-                row[f"Δ {task.removeprefix('lm_eval/')} vs reference"] = f"{delta:+.3f}"
+                row[headed(f"Δ {task.removeprefix('lm_eval/')} vs reference", task)] = f"{delta:+.3f}"
                 num[f"delta {task.removeprefix('lm_eval/')} vs reference"] = delta
         if base_prompts is not None and sel["variant"] != base:
-            for metric in COMPARED:
-                if metric in prompts.columns:
-                    d = paired_difference(prompts, base_prompts, metric)
-                    p = f"p={d['p_value']:.3f}" if d["p_value"] > 0 else "p<0.001"  # 1000 resamples
-                    row[f"Δ {metric} vs {base} [95% CI], p"] = (
-                        f"{d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}], {p}"
-                    )
-                    for key in ("diff", "ci_low", "ci_high", "p_value"):
-                        num[f"{metric} vs {base} {key}"] = d[key]
+            base_runs = study.runs[
+                study.runs["config_key"] == best.loc[best["variant"] == base, "config_key"].iloc[0]
+            ]
+            for metric in (m for m in COMPARED if m in prompts.columns):
+                shared = [s for s in runs["seed"] if s in set(base_runs["seed"])]
+                mine, theirs = (_fitted_mean(r, metric, report_split, shared) for r in (runs, base_runs))
+                center = None if mine is None or theirs is None else mine - theirs
+                d = paired_interval(prompts, base_prompts, metric, center)
+                row[f"Δ {metric} vs {base} [95% CI], p"] = (
+                    f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}], {_p(d.p_value())}"
+                    if math.isfinite(d.mean)
+                    else ""
+                )
+                for key, value in (("diff", d.mean), ("ci_low", d.low), ("ci_high", d.high)):
+                    num[f"{metric} vs {base} {key}"] = value
+                num[f"{metric} vs {base} p_value"] = d.p_value()
         out.append(row)
         numbers.append(num)
     table = pd.DataFrame(out).fillna("")
     order = sorted(table["variant"], key=lambda v: (v != base, v))  # the baseline first, then by name
     frame = pd.DataFrame(numbers).set_index("variant").loc[order].reset_index()
     return table.set_index("variant").loc[order].reset_index(), frame
+
+
+def _run_values(runs: pd.DataFrame, metric: str, split: str) -> pd.DataFrame:
+    """A configuration's per-run values of a metric as per-prompt rows of a single pseudo-prompt."""
+    return pd.DataFrame({"seed": runs["seed"], "prompt_id": "all", metric: runs[f"{split}/{metric}"]})
 
 
 def _prompts(study: Study, best: pd.DataFrame, variant: str | None, split: str) -> pd.DataFrame:

@@ -52,8 +52,8 @@ class ToyData(DataSource):
         return GoldReward(self.params.gold_alphas, process.gold_reward, process.sentiment)
 
     def judge_preference(self) -> Callable[[str, str], float]:
-        lam, tau = self.params.judge_lambda, self.params.judge_tau
-        return lambda first, second: process.judge_prob(first, second, lam, tau)
+        lam, tau, hack = self.params.judge_lambda, self.params.judge_tau, process.judge_hack(self.params)
+        return lambda first, second: process.judge_prob(first, second, lam, tau, hack)
 
     def lm_eval_tasks(self) -> dict[str, Path]:
         return files.task_files(world_dir(self.spec))  # written when the world is built

@@ -27,7 +27,7 @@ from bench.core.records import atomic_write_jsonl, read_jsonl
 from bench.core.splits import SPLITS, prompt_split
 from bench.core.stats import bootstrap_ci, mean_se, ratio_se
 from bench.judge import annotations_path, judge_length_stats, load_annotations, win_rates
-from bench.judge.winrates import preferences
+from bench.judge.winrates import lc_pseudo_values, preferences
 from bench.sources import GoldReward
 from bench.specs import RunSpec
 from bench.stages.base import Context, Stage
@@ -233,13 +233,24 @@ def split_rows(
 
 
 def per_prompt_rows(
-    gold: GoldReward | None, policy: list[Row], reference: list[Row], annotations: pd.DataFrame
+    gold: GoldReward | None,
+    policy: list[Row],
+    reference: list[Row],
+    annotations: pd.DataFrame,
+    gamed_csv: str | None = None,
 ) -> list[Row]:
-    """per_prompt.jsonl: one row per evaluation prompt with its split and the per-prompt values of the
-    metrics a report resamples (win rates, gold win rate and reward, KL, length)."""
+    """per_prompt.jsonl: one row per evaluation prompt with its split and the per-prompt values the report's
+    intervals rest on (win rates, gold win rate and reward, KL, length; for the LC win rate, a fitted GLM, its
+    jackknife pseudo-value within the prompt's split, whose LC win rate the report reports)."""
     wins = annotations.assign(win=preferences(annotations)).groupby("prompt_id")["win"].mean()
+    lc: dict[Any, float] = {}
+    for split in SPLITS:
+        part = annotations[annotations["prompt_id"].map(prompt_split) == split].reset_index(drop=True)
+        if len(part):
+            lc |= lc_pseudo_values(part, gamed_csv)
     columns = {
         "win_rate": {k: float(v) for k, v in wins.items()},
+        "lc_win_rate": lc,
         "kl_seq": per_prompt(policy, kl_exact),
         "length_tokens_mean": per_prompt(policy, lambda r: r["n_tokens"]),
     }
@@ -294,7 +305,8 @@ class Metrics(Stage):
         rows += judge_metric_rows(_judge_metrics(annotations, spec))
         rows += split_rows(spec, gold, policy, reference, annotations)
         atomic_write_jsonl(
-            ctx.run_dir / "per_prompt.jsonl", per_prompt_rows(gold, policy, reference, annotations)
+            ctx.run_dir / "per_prompt.jsonl",
+            per_prompt_rows(gold, policy, reference, annotations, e.alpaca_eval_gamed_csv),
         )
         if ctx.step is None:
             rows += offpolicy_metric_rows(_offpolicy(ctx))

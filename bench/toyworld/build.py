@@ -47,6 +47,11 @@ def world_params(raw: Mapping[str, Any]) -> WorldParams:
         raise ConfigError(
             "dataset.world: need 1 <= min_len <= max_len and 1 <= min_topics <= max_topics <= 40"
         )
+    if params.judge_hack_bonus < 0 or (params.judge_hack_bonus and params.judge_hack_word not in WORD_TO_ID):
+        raise ConfigError(
+            "dataset.world: judge_hack_bonus must be >= 0 and, when it is not 0, judge_hack_word a word of "
+            f"the toy vocabulary (bench/toyworld/vocab.py), got {params.judge_hack_word!r}"
+        )
     if params.judge_tau <= 0:
         raise ConfigError(f"dataset.world.judge_tau must be > 0, got {params.judge_tau}")
     return params
@@ -172,7 +177,11 @@ def build_world(params: WorldParams, toy: ReferenceArch, out: Path) -> dict[str,
                 "completion_b": b["completion"],
                 # P(the judge prefers a over b); each run seed samples its own labels from it
                 "judge_p_a": process.judge_prob(
-                    b["completion"], a["completion"], params.judge_lambda, params.judge_tau
+                    b["completion"],
+                    a["completion"],
+                    params.judge_lambda,
+                    params.judge_tau,
+                    process.judge_hack(params),
                 ),
             }
         )

@@ -29,11 +29,20 @@ class WorldParams:
     p_spread: float = 0.15  # how far the prompt moves that probability: p = base + spread * clip(2 mean a_w)
     judge_lambda: float = 0.3  # the judge's length bonus per nat of log length
     judge_tau: float = 0.1  # judge temperature: P(y1 > y2) = sigmoid((s1 - s2) / tau)
+    # A word the judge misreads as praise, worth judge_hack_bonus / L each on top of its own class (the gold
+    # reward keeps its class): a judge a policy can over-optimise (dataset=toy_overopt). Off by default.
+    judge_hack_word: str = ""
+    judge_hack_bonus: float = 0.0
     gold_alphas: tuple[float, ...] = (1.0, 3.0)  # repetition penalties the gold reward is reported at
     n_sft: int = 40000  # base-process samples the reference model is fitted to
     n_train_prompts: int = 2000  # preference pairs, one per prompt
     n_heldout_prompts: int = 256  # evaluation prompts, disjoint from all training prompts
     n_task_docs: int = 200  # documents in each shipped lm-eval task
+
+
+def judge_hack(params: WorldParams) -> tuple[str, float]:
+    """(word, bonus) of the judge's misread word; ("", 0.0) in the default world."""
+    return params.judge_hack_word, params.judge_hack_bonus
 
 
 class Features:
@@ -118,14 +127,19 @@ def gold_reward(completion: str, alpha: float) -> float:
     return (pos - neg) / n - alpha * (1 - distinct / n)
 
 
-def judge_score(completion: str, lam: float) -> float:
-    """s = (#pos - #neg)/L + lam * log L: the judge's view, which rewards length."""
+def judge_score(completion: str, lam: float, hack: tuple[str, float] = ("", 0.0)) -> float:
+    """s = (#pos - #neg)/L + lam * log L [+ bonus * #word / L for hack = (word, bonus)]: the judge's view,
+    which rewards length (and a word the gold reward does not value as the judge does)."""
     pos, neg, n, _ = _counts(completion)
     n = max(n, 1)
-    return (pos - neg) / n + lam * math.log(n)
+    word, bonus = hack
+    extra = bonus * completion.split().count(word) / n if bonus else 0.0
+    return (pos - neg) / n + lam * math.log(n) + extra
 
 
-def judge_prob(completion_1: str, completion_2: str, lam: float, tau: float) -> float:
+def judge_prob(
+    completion_1: str, completion_2: str, lam: float, tau: float, hack: tuple[str, float] = ("", 0.0)
+) -> float:
     """P(the judge prefers completion_2 over completion_1) = sigmoid((s2 - s1) / tau)."""
-    z = (judge_score(completion_2, lam) - judge_score(completion_1, lam)) / tau
+    z = (judge_score(completion_2, lam, hack) - judge_score(completion_1, lam, hack)) / tau
     return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0

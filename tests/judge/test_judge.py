@@ -28,6 +28,7 @@ from bench.judge import (
 )
 from bench.judge.lc import lc_data, lc_fit, lc_refit
 from bench.judge.toy import ToyJudge, parse_prompt
+from bench.judge.winrates import lc_pseudo_values
 from bench.specs import RunSpec
 from bench.toyworld.build import world_params
 from bench.toyworld.process import judge_prob
@@ -276,6 +277,22 @@ def test_bootstrap_intervals_over_prompts() -> None:
     data = lc_data(df)
     value, C = lc_fit(data)
     assert C is not None and lc_refit(data, C, np.ones(len(df))) == pytest.approx(value, abs=1e-9)
+
+
+def test_lc_pseudo_values_put_the_lc_win_rate_through_the_one_interval_method() -> None:
+    """The LC win rate is a fitted GLM: its jackknife pseudo-values over prompts average to about its value
+    and spread as it varies from prompt set to prompt set (the report's intervals rest on them)."""
+    df = _synthetic(64, 4)
+    pseudo = lc_pseudo_values(df)
+    value = lc_fit(lc_data(df))[0]
+    assert sorted(pseudo) == sorted(df["prompt_id"].unique())
+    assert np.mean(list(pseudo.values())) == pytest.approx(value, abs=0.02)  # the jackknife estimate
+    jackknife_se = np.std(list(pseudo.values()), ddof=1) / 8  # sqrt(64 prompts)
+    assert jackknife_se == pytest.approx(win_rates(df, bootstrap=300, seed=1)["lc_win_rate_stderr"], rel=0.3)
+    # no length variation: the LC win rate is the raw rate, whose pseudo-values are the per-prompt means
+    same = df.assign(output_1="x" * 10, output_2="y" * 10)
+    means = (same["preference"] - 1).groupby(same["prompt_id"]).mean()
+    assert lc_pseudo_values(same) == pytest.approx(means.to_dict())
 
 
 def _gamed_csv(path: Path, instructions: list[str], with_instruction: bool = True) -> Path:

@@ -1,6 +1,6 @@
 """Equal-KL comparison on hand-made run folders with known frontiers: the upper frontier, its reading at KL
-budgets (linear between its points, never extrapolated), the default budgets, the dominance share, and the
-seed bootstrap (only with three seeds or more)."""
+budgets (linear between its points, never extrapolated), the default budgets, the dominance share, the
+interval over seeds and prompts of an interpolated reading, and the gold-optimal KL."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.core.splits import prompt_split
+from bench.core.stats import crossed_interval
 from bench.report import collect_study, write_report
-from bench.report.frontier import default_budgets, equal_kl, read, upper_frontier
+from bench.report.frontier import default_budgets, equal_kl, gold_optimum, read, upper_frontier
 
 # variant -> beta -> (KL, win rate) of that configuration, the same for every seed unless noise is added
 POINTS = {
@@ -21,7 +23,19 @@ POINTS = {
 }
 
 
-def _study(root: Path, seeds: tuple[int, ...], noise: float = 0.0) -> Path:
+PROMPTS = 12
+
+
+def _per_prompt(win: float, seed: int, beta: float) -> list[float]:
+    """Per-prompt win rates averaging to `win` + a seed effect: a prompt effect and an interaction."""
+    values = [
+        win + 0.01 * (seed - 1) + 0.02 * math.sin(p) + 0.003 * math.cos(7 * p * seed + beta)
+        for p in range(PROMPTS)
+    ]
+    return [v - (np.mean(values) - win - 0.01 * (seed - 1)) for v in values]
+
+
+def _study(root: Path, seeds: tuple[int, ...], noise: float = 0.0, prompts: bool = False) -> Path:
     rng = np.random.default_rng(0)
     for variant, configs in POINTS.items():
         for beta, (kl, win) in configs.items():
@@ -33,6 +47,12 @@ def _study(root: Path, seeds: tuple[int, ...], noise: float = 0.0) -> Path:
                 (folder / "manifest.json").write_text(json.dumps({"config": cfg}))
                 (folder / "status.json").write_text(json.dumps({"state": "done"}))
                 value = win + noise * rng.standard_normal()
+                if prompts:
+                    per_prompt = _per_prompt(win, seed, beta)
+                    value = float(np.mean(per_prompt))
+                    (folder / "per_prompt.jsonl").write_text("".join(
+                        json.dumps({"prompt_id": p, "split": prompt_split(p), "win_rate": v}) + "\n"
+                        for p, v in enumerate(per_prompt)))  # fmt: skip
                 rows = [{"metric": "kl_seq", "value": kl}, {"metric": "win_rate", "value": value}]
                 (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root
@@ -77,4 +97,49 @@ def test_three_seeds_give_a_seed_bootstrap_interval_and_the_report_opens_with_eq
     text = (root / "report" / "report.md").read_text()
     assert text.index("Variants at equal KL") < text.index("All runs")
     assert "not reached (max KL 3)" in (root / "report" / "equal_kl.md").read_text()
-    assert "3 seed(s): seed variation" not in text and "a bootstrap over the 3 seeds" in text
+    assert "seed variation is not estimated" not in text and "over seeds and prompts" in text
+
+
+def test_a_reading_between_two_frontier_points_gets_the_interval_of_their_weighted_prompts(
+    tmp_path: Path,
+) -> None:
+    study = collect_study(_study(tmp_path / "s", seeds=(0, 1, 2), prompts=True))
+    table, _ = equal_kl(study, budgets=[1.5, 0.5], baseline="dpo")
+    row = table[(table["variant"] == "dpo") & (table["kl_budget"] == 1.5)].iloc[0]
+    # dpo's frontier: (0, 0.5), (1, 0.6), (2, 0.7); at 1.5 nats, half of beta 1's and half of beta 2's values
+    assert row["win_rate"] == pytest.approx(0.65)
+    pairs = [zip(_per_prompt(0.6, s, 1.0), _per_prompt(0.7, s, 2.0), strict=True) for s in (0, 1, 2)]
+    matrix = [[0.5 * a + 0.5 * b for a, b in seed] for seed in pairs]
+    expected = crossed_interval(matrix, center=0.65)
+    assert (row["win_rate_ci_low"], row["win_rate_ci_high"]) == pytest.approx((expected.low, expected.high))
+    assert row["win_rate_seed_variation"] and expected.low < 0.65 < expected.high
+    # half-way between the reference (no spread) and the first point: half of the point's spread
+    first = table[(table["variant"] == "dpo") & (table["kl_budget"] == 0.5)].iloc[0]
+    single = crossed_interval([_per_prompt(0.6, s, 1.0) for s in (0, 1, 2)], center=0.6)
+    assert first["win_rate_ci_high"] - first["win_rate"] == pytest.approx(0.5 * (single.high - 0.6))
+
+
+def test_the_gold_optimal_kl_is_where_gold_peaks_and_the_report_marks_it(tmp_path: Path) -> None:
+    root = tmp_path / "over"
+    # judged win rate keeps rising with KL; gold rises to beta 1 and falls after
+    for beta, kl, judged, gold in ((4.0, 1.0, 0.7, 0.62), (1.0, 3.0, 0.85, 0.70), (0.25, 9.0, 0.97, 0.55)):
+        folder = root / f"dpo-b{beta:g}-s0"
+        folder.mkdir(parents=True)
+        cfg = {"choices": {"loss": "dpo", "dataset": "toy"}, "loss": {"beta": beta},
+               "train": {"learning_rate": 1e-3}, "seed": 0}  # fmt: skip
+        (folder / "manifest.json").write_text(json.dumps({"config": cfg}))
+        rows = [{"metric": "kl_seq", "value": kl}, {"metric": "win_rate", "value": judged},
+                {"metric": "gold_win_rate", "value": gold}]  # fmt: skip
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    optimum = gold_optimum(collect_study(root)).iloc[0]
+    assert optimum["gold_optimal_kl"] == 3.0 and optimum["peak_gold_win_rate"] == 0.70
+    assert optimum["configuration"] == "dpo beta=1" and optimum["step"] == -1
+    assert (optimum["max_kl"], optimum["gold_win_rate_at_max_kl"], optimum["win_rate_at_max_kl"]) == (
+        9.0,
+        0.55,
+        0.97,
+    )
+    write_report(root)
+    table = (root / "report" / "gold_optimum.md").read_text()
+    assert "| dpo       | dpo beta=1" in table and "final" in table
+    assert "Gold-optimal KL" in (root / "report" / "report.md").read_text()

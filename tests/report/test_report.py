@@ -13,9 +13,8 @@ import pandas as pd
 import pytest
 
 from bench.core.splits import prompt_split
-from bench.core.stats import paired_difference
 from bench.report import collect_study, write_report
-from bench.report.stats import SelectionRule, select_best
+from bench.report.stats import SelectionRule, paired_interval, select_best
 from tests.helpers import REPO
 
 PROMPTS = list(range(40))
@@ -151,17 +150,17 @@ def test_paired_comparison_and_intervals(study: Path) -> None:
     pp = s.per_prompt[s.per_prompt["split"] == "test"]
     dpo = pp[pp["run_id"].str.startswith("dpo-b1-")]
     ipo = pp[pp["run_id"].str.startswith("ipo-")]
-    d = paired_difference(ipo, dpo, "win_rate")
+    d = paired_interval(ipo, dpo, "win_rate")
     # ipo's per-prompt win is dpo's + 0.05 on every (seed, prompt): the paired difference has no noise
-    assert d["diff"] == pytest.approx(0.05) and d["ci_low"] == pytest.approx(0.05)
-    assert d["ci_high"] == pytest.approx(0.05) and d["p_value"] == 0.0
-    assert d["pairs"] == 3 * len(dpo["prompt_id"].unique())
+    assert d.mean == pytest.approx(0.05) and d.low == pytest.approx(0.05)
+    assert d.high == pytest.approx(0.05) and d.p_value() < 1e-12
+    assert (d.seeds, d.prompts) == (3, len(dpo["prompt_id"].unique()))
     write_report(study)
     best = pd.read_csv(study / "report" / "best.csv").set_index("variant")
     numbers = best.loc["ipo", ["win_rate vs dpo diff", "win_rate vs dpo ci_low", "win_rate vs dpo ci_high"]]
     assert (
         numbers.tolist() == pytest.approx([0.05, 0.05, 0.05])
-        and best.loc["ipo", "win_rate vs dpo p_value"] == 0
+        and best.loc["ipo", "win_rate vs dpo p_value"] < 1e-12
     )
     assert "+0.050 [+0.050, +0.050], p<0.001" in (study / "report" / "best.md").read_text()
 

@@ -194,6 +194,7 @@ def test_run_metrics_writes_every_row_with_intervals_and_offpolicy(
     assert all(r["split"] == prompt_split(r["prompt_id"]) for r in per_prompt)
     assert np.mean([r["win_rate"] for r in per_prompt]) == pytest.approx(m["win_rate"]["value"])
     assert np.mean([r["kl_seq"] for r in per_prompt]) == pytest.approx(m["kl_seq"]["value"])
+    assert all("lc_win_rate" in r for r in per_prompt)  # jackknife pseudo-values within each split
     for split in ("val", "test"):
         rows = {r["metric"]: r for r in read_jsonl(out) if r.get("split") == split}
         mine = [r for r in per_prompt if r["split"] == split]

@@ -6,11 +6,14 @@ import json
 import math
 
 import numpy as np
+import pytest
 
 from bench.config import load_spec
+from bench.core.errors import ConfigError
 from bench.core.records import read_jsonl
 from bench.sources.toy import world, world_dir
 from bench.toyworld import process
+from bench.toyworld.build import world_params
 from bench.toyworld.process import Features, WorldParams
 from tests.helpers import tiny_overrides
 
@@ -33,6 +36,33 @@ def test_gold_reward_penalises_repetition_and_judge_does_not() -> None:
     assert process.gold_reward(repeated, 1.0) == 0.25  # 1 - 1 * (1 - 1/4)
     assert process.gold_reward(repeated, 3.0) < process.gold_reward(repeated, 1.0)
     assert process.judge_score(repeated, 0.3) == process.judge_score(varied, 0.3)
+
+
+def test_the_over_optimisation_judge_misreads_one_word_the_gold_reward_counts_as_negative() -> None:
+    plain, hacked = " good film the", " good film cheap"
+    hack = ("cheap", 8.0)
+    assert process.gold_reward(hacked, 1.0) < process.gold_reward(plain, 1.0)  # gold: 'cheap' is negative
+    # the judge: -1/3 for the negative word, +8/3 for the misreading
+    assert math.isclose(process.judge_score(hacked, 0.3, hack) - process.judge_score(plain, 0.3, hack), 7 / 3)
+    assert process.judge_score(hacked, 0.3) < process.judge_score(
+        plain, 0.3
+    )  # the default judge reads it right
+    assert process.judge_prob(plain, hacked, 0.3, 0.1, hack) > 0.99
+
+
+def test_the_over_optimisation_world_differs_only_in_its_judge_and_bad_settings_fail(tiny_root) -> None:
+    default = load_spec(tiny_overrides(tiny_root))
+    overrides = [o if o != "dataset=toy_tiny" else "dataset=toy_overopt" for o in tiny_overrides(tiny_root)]
+    overopt = load_spec(overrides)  # the key only: nothing is built
+    raw = dict(overopt.dataset.world)
+    assert raw.pop("judge_hack_word") == "cheap" and raw.pop("judge_hack_bonus") > 0
+    assert world_dir(default) != world_dir(overopt)
+    # the default world's settings, and so its cache key and every run id, are unchanged: no new keys
+    assert "judge_hack_word" not in default.dataset.world
+    with pytest.raises(ConfigError, match="judge_hack_word a word of the toy vocabulary"):
+        world_params({"judge_hack_word": "marvellous", "judge_hack_bonus": 2.0})
+    with pytest.raises(ConfigError, match="judge_hack_bonus must be >= 0"):
+        world_params({"judge_hack_word": "cheap", "judge_hack_bonus": -1.0})
 
 
 def test_prompt_probabilities_follow_the_additive_features() -> None:
