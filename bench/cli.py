@@ -1,6 +1,7 @@
 """The `bench` command: run, report, world, validate, ls.
 
     bench run [overrides...]            one run (all stages); comma lists expand to a grid (Hydra syntax)
+    bench config [overrides...]         print the resolved config (also: bench run ... --cfg job)
     bench sweep <file> [overrides]      expand a study file, validate every run, run what is unfinished
     bench status <study>                each run's state and stage from its folder, and errors of failed runs
     bench evaluate <target> [overrides] evaluate a run folder, a saved model folder, or `reference`
@@ -21,8 +22,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import subprocess
 import sys
+import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,6 +34,7 @@ from typing import TYPE_CHECKING
 from bench.core.errors import ConfigError, did_you_mean
 from bench.core.project import project_root
 from bench.groups import CONF_DIR, GROUPS, LOSS_META_KEYS, options
+from bench.stages import STAGE_NAMES
 
 if TYPE_CHECKING:
     from bench.specs import RunSpec
@@ -81,14 +85,44 @@ def _specs(overrides: list[str]) -> list[tuple[list[str], RunSpec]]:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    """Compose and validate the runs, and run the checks `bench sweep --dry-run` runs (data rows, prompts,
+    model, judge, lm-eval tasks), once per distinct set of inputs; compute nothing."""
+    from bench.core.keys import PREFLIGHT, key_hash
+    from bench.pipeline import preflight
+
     specs = _specs(args.overrides)
+    unavailable: list[str] = []
+    checked: set[str] = set()
+    for _, spec in specs:
+        key = key_hash(PREFLIGHT, spec.config)
+        if key not in checked:
+            found: list[str] = []
+            preflight(spec, found)
+            unavailable += [m for m in found if m not in unavailable]
+            checked.add(key)
     for run, spec in specs:
         print(f"{spec.run_id:48s} {spec.run_dir()}  [{' '.join(run)}]")
     print(f"{len(specs)} run(s) valid")
+    if unavailable:
+        print(f"not checked on this machine ({len(unavailable)}); a run needs them:")
+        print("\n".join(f"  - {line}" for line in unavailable))
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """Print the composed, resolved config of the overrides (what `bench run` would run), as YAML."""
+    from omegaconf import OmegaConf
+
+    from bench.config import compose, load_spec
+
+    load_spec(args.overrides)  # validated first: a config that would be refused is not printed as if valid
+    print(OmegaConf.to_yaml(compose(args.overrides), resolve=True), end="")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.cfg:  # Hydra's `--cfg job`: print the config instead of running it
+        return cmd_config(args)
     from bench.pipeline import run_one, stages_named
 
     specs = _specs(args.overrides)
@@ -309,10 +343,32 @@ def cmd_world(args: argparse.Namespace) -> int:
     return 0
 
 
+def _first_sentence(yaml_text: str) -> str:
+    """The first sentence of a YAML file's header comment (its leading '#' lines joined)."""
+    header = []
+    for line in yaml_text.splitlines():
+        if not line.startswith("#"):
+            break
+        header.append(line[1:].strip())
+    joined = " ".join(header)
+    end = re.search(r"[.:]\s+(?=[A-Z])", joined)  # a sentence ends before a capital ("e.g. x" does not)
+    return joined[: end.start() + 1] if end else joined
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
-    """List a group's options (plurals work: `bench ls losses`); losses show paper and hyperparameters."""
+    """List a group's options (plurals work: `bench ls losses`); losses show paper and hyperparameters.
+    Without a group: every group and its options."""
     import yaml
 
+    if args.group is None:
+        print("config groups (bench ls <group> for descriptions; choose one with <group>=<option>):")
+        for group in GROUPS:
+            listed = textwrap.fill(", ".join(options(group)), width=110, initial_indent=f"  {group:10s}",
+                                   subsequent_indent=" " * 12, break_on_hyphens=False)  # fmt: skip
+            print(listed)
+        print(f"  {'judges':10s}eval.judge=<name>: bench ls judges")
+        print(f"stages (bench run --stages a,b): {', '.join(STAGE_NAMES)}")
+        return 0
     if args.group in ("judge", "judges"):  # not a config group: annotator folders + AlpacaEval's configs
         from bench.judge import available_judges
 
@@ -333,9 +389,10 @@ def cmd_ls(args: argparse.Namespace) -> int:
     for name in [args.name] if args.name else names:
         text = (CONF_DIR / group / f"{name}.yaml").read_text()
         data = yaml.safe_load(text) or {}
-        if group != "loss":  # the option's name and the first line of its header comment
-            first = next((line[1:].strip() for line in text.splitlines() if line.startswith("#")), "")
-            print(f"{name:24s} {first}".rstrip())
+        if group != "loss":  # the option's name and the first sentence of its header comment, whole
+            wrapped = textwrap.fill(_first_sentence(text), width=110, initial_indent=f"{name:24s} ",
+                                    subsequent_indent=" " * 25, break_on_hyphens=False)  # fmt: skip
+            print(wrapped.rstrip() or name)
             continue
         params = {k: v for k, v in data.items() if k not in (*LOSS_META_KEYS, "defaults")}
         hyper = ", ".join(f"{k}={v}" for k, v in params.items())
@@ -350,9 +407,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run one run (or a grid) through all stages")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. loss=dpo loss.beta=1,2 seed=0")
-    p.add_argument("--stages", default=None, help="comma list of stages to run (default: all)")
+    p.add_argument(
+        "--stages",
+        default=None,
+        help=f"comma list of stages to run, of: {', '.join(STAGE_NAMES)} (default: all)",
+    )
     p.add_argument("--dry-run", action="store_true", help="validate and print the runs; compute nothing")
+    p.add_argument(
+        "--cfg", choices=["job"], default=None, help="print the resolved config (as `bench config`)"
+    )
     p.set_defaults(fn=cmd_run)
+    p = sub.add_parser("config", help="print the composed, resolved config of some overrides")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--dry-run", action="store_true", help="(always dry)")
+    p.set_defaults(fn=cmd_config)
     p = sub.add_parser("validate", help="compose and validate overrides; print run ids")
     p.add_argument("overrides", nargs="*")
     p.add_argument("--dry-run", action="store_true", help="(always dry)")
@@ -396,7 +464,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true")
     p.set_defaults(fn=cmd_world)
     p = sub.add_parser("ls", help="list the options of a config group (e.g. `bench ls losses`)")
-    p.add_argument("group", help="model, dataset, loss, train, eval, launcher (or their plurals), judges")
+    p.add_argument(
+        "group",
+        nargs="?",
+        default=None,
+        help="model, dataset, loss, train, eval, launcher (or their plurals), judges",
+    )
     p.add_argument("name", nargs="?", default=None, help="show only this option")
     p.add_argument("--dry-run", action="store_true", help="(always dry)")
     p.set_defaults(fn=cmd_ls)
@@ -417,6 +490,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of the output closed it (`bench ls | head`): nothing went wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

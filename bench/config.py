@@ -76,12 +76,47 @@ def compose(overrides: list[str] | None = None) -> DictConfig:
         cfg = hydra.compose("config", overrides=overrides, return_hydra_config=True)
     except (ConfigCompositionException, ConfigKeyError) as err:
         cause = err.__cause__ or err
+        unknown = _unknown_key(overrides, getattr(cause, "full_key", None), str(cause))
+        if unknown:
+            raise ConfigError(unknown) from err
         raise ConfigError(f"cannot compose the config with overrides {overrides}: {cause}") from err
     choices = {g: cfg.hydra.runtime.choices[g] for g in GROUPS}
     OmegaConf.set_struct(cfg, False)
     del cfg["hydra"]
     cfg["choices"] = choices
     return cfg
+
+
+def _unknown_key(overrides: list[str], full_key: str | None, message: str) -> str | None:
+    """Hydra's "Key 'x' is not in struct" as the harness's error: the key, the option it is not a key of,
+    near matches and every valid key there (composed without the offending overrides), and how to add a new
+    key on purpose. None for any other composition error."""
+    if not full_key or "not in struct" not in message:
+        return None
+    parent, _, name = full_key.rpartition(".")
+
+    def offending(override: str) -> bool:
+        key = override.lstrip("+~").partition("=")[0]
+        return key == full_key or key.startswith(f"{full_key}.")
+
+    try:
+        base = hydra.compose(
+            "config", overrides=[o for o in overrides if not offending(o)], return_hydra_config=True
+        )
+    except (ConfigCompositionException, ConfigKeyError):  # another bad override: report the first as is
+        return None
+    choices = base.hydra.runtime.choices
+    node = OmegaConf.select(base, parent) if parent else base
+    if not isinstance(node, DictConfig):
+        return None
+    meta = LOSS_META_KEYS if parent == "loss" else ()
+    keys = sorted(str(k) for k in node if k not in ("hydra", *meta))
+    head = parent.split(".")[0]
+    where = f" (of {head}={choices[head]})" if head in GROUPS and head in choices else ""
+    return (
+        f"unknown key '{full_key}'{where}.{did_you_mean(name, keys)} "
+        f"Valid keys{f' of {parent}' if parent else ''}: {', '.join(keys)}."
+    )
 
 
 def _typed(cls: type, data: Any, where: str) -> Any:

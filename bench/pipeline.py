@@ -26,6 +26,7 @@ from bench.judge import check_judge
 from bench.sources import Sources, select
 from bench.sources.prompts import check_prompts
 from bench.specs import RunSpec
+from bench.stages import STAGE_NAMES
 from bench.stages.base import Context, Stage, execute
 from bench.stages.curve import Curve
 from bench.stages.generate import Generate
@@ -50,7 +51,8 @@ STAGES: tuple[Stage, ...] = (
 EVALUATION: tuple[Stage, ...] = tuple(
     s for s in STAGES if s.name in ("reference", "generate", "judge", "lm_eval", "metrics")
 )
-STAGE_NAMES = tuple(s.name for s in STAGES)
+if tuple(s.name for s in STAGES) != STAGE_NAMES:  # the light copy the command line shows
+    raise RuntimeError(f"bench.stages.STAGE_NAMES {STAGE_NAMES} differs from the pipeline's stages")
 
 
 def stages_named(names: list[str] | None) -> tuple[Stage, ...]:

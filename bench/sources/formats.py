@@ -22,6 +22,7 @@ Formats (dataset.format):
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -30,7 +31,7 @@ from bench.core.errors import ConfigError
 
 Row = dict[str, Any]
 FORMATS = ("auto", "plain", "chat", "trl", "hh", "system")
-ROLES = {"system", "user", "assistant"}
+ROLES = ("system", "user", "assistant")
 MAX_REPORTED = 20
 
 
@@ -51,9 +52,14 @@ def _messages(value: Any, field: str) -> list[dict[str, str]]:
         raise RowError(f"field '{field}' must be a non-empty list of messages, got {type(value).__name__}")
     out = []
     for i, m in enumerate(value):
-        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+        if not isinstance(m, dict) or not isinstance(m.get("content"), str):
             raise RowError(
-                f"field '{field}' message {i} must be {{role: system|user|assistant, content: str}}"
+                f"field '{field}' message {i} must be {{role: system|user|assistant, content: str}}, "
+                f"got {json.dumps(m)[:80]}"
+            )
+        if m.get("role") not in ROLES:
+            raise RowError(
+                f"field '{field}' message {i} has role {m.get('role')!r}: roles are {', '.join(ROLES)}"
             )
         out.append({"role": m["role"], "content": m["content"]})
     return out
@@ -62,7 +68,10 @@ def _messages(value: Any, field: str) -> list[dict[str, str]]:
 def _get(row: Row, fields: dict[str, str], key: str) -> Any:
     name = fields.get(key, key)
     if name not in row:
-        raise RowError(f"missing field '{name}'")
+        raise RowError(
+            f"missing field '{name}' (the row has {', '.join(map(str, row)) or 'no fields'}; a column of "
+            f"another name: dataset.fields.{key}=<column>)"
+        )
     return row[name]
 
 
@@ -162,17 +171,20 @@ def completion_text(value: str | list[dict[str, str]]) -> str:
 
 def normalise(rows: list[Any], source: str, fmt: str = "auto", fields: dict[str, str] | None = None,
               max_chars: int | None = None) -> list[Row]:  # fmt: skip
-    """Every row in the one schema; raises ConfigError listing every bad row by index (0-based, as
-    datasets and pandas number them) with what is wrong, before anything is trained."""
+    """Every row in the one schema; raises ConfigError listing every bad row with what is wrong, before
+    anything is trained. Rows are numbered from 1 as the file numbers them: a .jsonl file's line number (its
+    blank lines come as None and are skipped, but counted), a .json or .parquet file's entry number."""
     fields = dict(fields or {})
     if fmt not in FORMATS:
         raise ConfigError(f"dataset.format={fmt!r}: use one of {', '.join(FORMATS)}")
-    if not rows:
+    numbered = [(i + 1, row) for i, row in enumerate(rows) if row is not None]
+    if not numbered:
         raise ConfigError(f"{source}: no preference rows")
+    rows = [row for _, row in numbered]
     fmt = detect_format(rows[0], fields) if fmt == "auto" else fmt
     normaliser = NORMALISERS[fmt]
     out, bad = [], []
-    for i, row in enumerate(rows):
+    for i, row in numbered:
         try:
             if not isinstance(row, dict):
                 raise RowError(f"expected an object, got {type(row).__name__}")

@@ -13,9 +13,25 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.core.errors import ConfigError, UnavailableError
+from bench.core.errors import ConfigError, UnavailableError, did_you_mean
 
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
+# files `datasets` reads as data in a local folder (a folder with none, e.g. only a README, is refused rather
+# than read as a text dataset)
+DATA_SUFFIXES = (*FILE_SUFFIXES, ".csv", ".tsv", ".arrow", ".txt.gz", ".gz", ".zst")
+
+
+def read_text(path: Path) -> str:
+    """A data file's text: UTF-8, with or without a byte-order mark (editors on Windows write one); any other
+    encoding fails naming the line and the byte."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line, byte = data[: err.start].count(b"\n") + 1, data[err.start : err.start + 1]
+        raise ConfigError(
+            f"{path}: line {line} is not UTF-8 (byte {byte!r} at offset {err.start}): save the file as UTF-8"
+        ) from err
 
 
 def read_jsonl_lines(path: Path, blank: Any = ...) -> list[Any]:
@@ -23,7 +39,7 @@ def read_jsonl_lines(path: Path, blank: Any = ...) -> list[Any]:
     `blank` when one is given (so row numbers stay line numbers)."""
     path = path.absolute()  # messages name the file absolutely, wherever the command started
     rows: list[Any] = []
-    for n, line in enumerate(path.read_text().splitlines()):
+    for n, line in enumerate(read_text(path).splitlines()):
         if not line.strip():
             if blank is not ...:
                 rows.append(blank)
@@ -39,7 +55,7 @@ def read_jsonl_lines(path: Path, blank: Any = ...) -> list[Any]:
 
 def _json(path: Path) -> list[Any]:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as err:
         raise ConfigError(
             f"{path}: not valid JSON ({err.msg}, line {err.lineno}); JSON Lines need .jsonl"
@@ -56,7 +72,13 @@ def _json(path: Path) -> list[Any]:
 def _parquet(path: Path) -> list[Any]:
     import pandas as pd
 
-    frame = pd.read_parquet(path)
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError: not a parquet file
+        raise ConfigError(
+            f"{path}: not a readable parquet file ({str(err).splitlines()[0]}); if it holds JSON, name it "
+            ".jsonl or .json"
+        ) from err
     return [_plain(r) for r in frame.to_dict(orient="records")]
 
 
@@ -71,11 +93,24 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _missing(path: Path, what: str) -> Exception:
+    """A path that does not exist: a typo when its folder exists here (a ConfigError with near matches),
+    else another machine's file (UnavailableError, which a dry run reports without failing)."""
+    if path.parent.is_dir():
+        names = sorted(p.name for p in path.parent.iterdir())
+        hint = did_you_mean(path.name, names)
+        return ConfigError(
+            f"{what} {path} does not exist: no {path.name!r} in {path.parent}.{hint} Check dataset.path"
+        )
+    return UnavailableError(f"{what} {path} does not exist: check dataset.path")
+
+
 def read_file(path: Path) -> list[Any]:
+    """Rows of one file; a .jsonl file's blank lines stay as None, so a row's number is its line number."""
     path = path.absolute()
     if not path.exists():
-        raise UnavailableError(f"dataset file {path} does not exist: check dataset.path")
-    readers = {".jsonl": read_jsonl_lines, ".json": _json, ".parquet": _parquet}
+        raise _missing(path, "dataset file")
+    readers = {".jsonl": lambda p: read_jsonl_lines(p, blank=None), ".json": _json, ".parquet": _parquet}
     if path.suffix not in readers:
         raise ConfigError(f"{path}: unknown file type {path.suffix!r}; use one of {', '.join(FILE_SUFFIXES)}")
     return readers[path.suffix](path)
@@ -104,6 +139,14 @@ def read_split(source: str, split: str, revision: str | None = None) -> list[Any
     for suffix in FILE_SUFFIXES:  # a local folder with one file per split: <split>.jsonl / .json / .parquet
         if (path / f"{split}{suffix}").is_file():
             return read_file(path / f"{split}{suffix}")
+    if path.is_dir() and not any(p.suffix in DATA_SUFFIXES for p in path.rglob("*") if p.is_file()):
+        found = ", ".join(sorted(p.name for p in path.iterdir())[:8]) or "nothing"
+        raise ConfigError(
+            f"dataset folder {path.absolute()} has no data files (found: {found}): put the rows of split "
+            f"{split!r} in {split}.jsonl, .json or .parquet there, or point dataset.path at a file"
+        )
+    if source.startswith(("/", "./", "../", "~")) and not path.expanduser().exists():
+        raise _missing(path.expanduser().absolute(), "dataset folder")
     import datasets
 
     try:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.core.errors import ConfigError
+from bench.core.errors import ConfigError, UnavailableError
 from bench.sources.formats import detect_format, normalise
 from bench.sources.readers import read_file, read_split
 
@@ -58,30 +58,41 @@ def test_field_renames() -> None:
     assert normalise([row], "t", "plain", fields) == [PLAIN]
 
 
-def test_every_bad_row_is_reported_with_its_index() -> None:
+def test_every_bad_row_is_reported_with_its_line_number() -> None:
+    """Rows are numbered as the file numbers its lines (1-based; a .jsonl file's blank lines, read as None,
+    are skipped but counted), with what is wrong, the row's own fields and the fix."""
     rows = [
         PLAIN,
-        {"prompt": "x", "chosen": "same", "rejected": "same"},  # 1: identical
-        {"prompt": "x", "chosen": "a"},  # 2: missing field
-        {"prompt": "x", "chosen": 3, "rejected": "b"},  # 3: wrong type
-        {"prompt": "x", "chosen": "  ", "rejected": "b"},  # 4: empty
-        "not an object",  # 5
-        {"prompt": "x" * 500, "chosen": "a", "rejected": "b"},  # 6: over-long
+        {"prompt": "x", "chosen": "same", "rejected": "same"},  # line 2: identical
+        {"prompt": "x", "chosen": "a"},  # 3: missing field
+        None,  # 4: a blank line
+        {"prompt": "x", "chosen": 3, "rejected": "b"},  # 5: wrong type
+        {"prompt": "x", "chosen": "  ", "rejected": "b"},  # 6: empty
+        "not an object",  # 7
+        {"prompt": "x" * 500, "chosen": "a", "rejected": "b"},  # 8: over-long
     ]
     with pytest.raises(ConfigError) as err:
         normalise(rows, "prefs.jsonl", "plain", max_chars=200)
     text = str(err.value)
     assert "prefs.jsonl (plain format): 6 bad row(s) of 7" in text
-    for index, what in [
-        (1, "identical"),
-        (2, "missing field 'rejected'"),
-        (3, "must be a string, got int"),
-        (4, "field 'chosen' is empty"),
-        (5, "expected an object"),
-        (6, "over-long: 501 characters > dataset.max_chars=200"),
-    ]:
-        assert f"row {index}: " in text and what in text, (index, what)
-    assert "row 0:" not in text
+    for line, what in [
+        (2, "identical"),
+        (3, "missing field 'rejected' (the row has prompt, chosen; a column of another name: "
+            "dataset.fields.rejected=<column>)"),
+        (5, "must be a string, got int"),
+        (6, "field 'chosen' is empty"),
+        (7, "expected an object"),
+        (8, "over-long: 501 characters > dataset.max_chars=200"),
+    ]:  # fmt: skip
+        assert f"row {line}: {what}" in text or (f"row {line}: " in text and what in text), (line, what)
+    assert "row 1:" not in text and "row 4:" not in text
+    bad_role = {
+        "prompt": [{"role": "human", "content": "Hi"}],
+        "chosen": [_answer("a")],
+        "rejected": [_answer("b")],
+    }
+    with pytest.raises(ConfigError, match="message 0 has role 'human': roles are system, user, assistant"):
+        normalise([bad_role], "t", "trl")
 
 
 def test_chat_rows_that_answer_different_prompts_are_refused() -> None:
@@ -130,3 +141,32 @@ def test_a_dataset_folder_reads_like_a_hub_dataset_one_split_at_a_time(tmp_path:
     assert normalise(read_split(str(hub_like), "test"), "hub_like")[0]["chosen"] == [_answer("Green.")]
     with pytest.raises(ConfigError, match=r"dataset\.train_split"):
         read_split(str(hub_like), "validation")
+
+
+def test_encodings_impostor_files_empty_folders_and_typos_fail_naming_the_file(tmp_path: Path) -> None:
+    line = json.dumps(PLAIN) + "\n"
+    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + line.encode())  # a byte-order mark is fine
+    assert read_file(tmp_path / "bom.jsonl") == [PLAIN]
+    (tmp_path / "latin1.jsonl").write_bytes(line.encode() + '{"prompt": "café"}\n'.encode("latin-1"))
+    with pytest.raises(
+        ConfigError, match=r"latin1.jsonl: line 2 is not UTF-8 \(byte b'\\xe9' at offset \d+\)"
+    ):
+        read_file(tmp_path / "latin1.jsonl")
+    (tmp_path / "fake.parquet").write_text(line)
+    with pytest.raises(ConfigError, match=r"fake.parquet: not a readable parquet file .*name it .jsonl"):
+        read_file(tmp_path / "fake.parquet")
+    empty, readme = tmp_path / "empty", tmp_path / "readme_only"
+    empty.mkdir()
+    readme.mkdir()
+    (readme / "README.md").write_text("# my data\n")
+    with pytest.raises(ConfigError, match=r"empty has no data files \(found: nothing\)"):
+        read_split(str(empty), "train")
+    with pytest.raises(ConfigError, match=r"readme_only has no data files \(found: README.md\)"):
+        read_split(str(readme), "train")
+    # a path whose folder is here but the file is not: a typo, not another machine's file
+    with pytest.raises(ConfigError, match=r"no 'bon.jsonl' in .* Did you mean 'bom.jsonl'"):
+        read_file(tmp_path / "bon.jsonl")
+    with pytest.raises(UnavailableError, match="does not exist"):
+        read_file(tmp_path / "elsewhere" / "prefs.jsonl")
+    with pytest.raises(ConfigError, match=r"no 'empy' in"):
+        read_split(str(tmp_path / "empy"), "train")

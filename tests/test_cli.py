@@ -1,0 +1,115 @@
+"""The command line tells the user what exists and what is wrong: unknown keys with the group's keys,
+`bench ls` without a group, whole descriptions, the stage names, the resolved config, and Hydra's own entry
+point without tracebacks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from bench.config import load_spec
+from bench.core.errors import ConfigError
+from bench.groups import GROUPS, options
+from bench.stages import STAGE_NAMES
+from tests.helpers import REPO
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def _bench(*args: str) -> subprocess.CompletedProcess[str]:
+    return _run(sys.executable, "-m", "bench.cli", *args)
+
+
+def _entries(listing: str) -> list[tuple[str, str]]:
+    """(option, description) pairs of `bench ls <group>`, continuation lines joined."""
+    out: list[tuple[str, str]] = []
+    for line in listing.splitlines():
+        if line.startswith(" ") and out:
+            out[-1] = (out[-1][0], f"{out[-1][1]} {line.strip()}")
+        elif line.strip():
+            name, _, description = line.partition(" ")
+            out.append((name, description.strip()))
+    return out
+
+
+def _leading_comments(lines: list[str]) -> list[str]:
+    out = []
+    for line in lines:
+        if not line.startswith("#"):
+            break
+        out.append(line)
+    return out
+
+
+def test_an_unknown_key_names_the_option_its_keys_and_near_matches() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_spec(["loss=ipo", "loss.gamma_beta_ratio=0.5"])
+    assert str(err.value) == (
+        "unknown key 'loss.gamma_beta_ratio' (of loss=ipo). Valid keys of loss: average_log_probs, beta."
+    )
+    with pytest.raises(
+        ConfigError, match=r"Did you mean 'learning_rate'\? Valid keys of train: .*batch_size"
+    ):
+        load_spec(["train.lerning_rate=0.1"])
+    with pytest.raises(ConfigError, match=r"unknown key 'losss'. Did you mean 'loss'\? Valid keys: dataset"):
+        load_spec(["losss.beta=1"])
+
+
+def test_ls_without_a_group_lists_every_group_and_the_stages_and_descriptions_are_whole() -> None:
+    out = _bench("ls")
+    assert out.returncode == 0, out.stderr
+    for group in GROUPS:
+        assert f"  {group}" in out.stdout
+    assert f"stages (bench run --stages a,b): {', '.join(STAGE_NAMES)}" in out.stdout
+    # each description is the first sentence of the option's header comment, whole: wrapped, never cut
+    for group in ("model", "dataset", "eval"):
+        listing = _bench("ls", group).stdout
+        described = dict(_entries(listing))
+        assert sorted(described) == options(group)
+        for name, description in described.items():
+            lines = (REPO / "bench" / "conf" / group / f"{name}.yaml").read_text().splitlines()
+            header = " ".join(line[1:].strip() for line in _leading_comments(lines))
+            assert header.startswith(description), (name, description)
+            assert description == header or description.endswith((".", ":")), (name, description)
+    assert (
+        "(then model=local at that checkpoint)."
+        in dict(_entries(_bench("ls", "models").stdout))["gpt2_large"]
+    )
+    assert ", ".join(STAGE_NAMES) in " ".join(_bench("run", "--help").stdout.split())
+
+
+def test_the_resolved_config_prints_as_yaml() -> None:
+    out = _bench("config", "loss=ipo", "loss.beta=0.2")
+    assert out.returncode == 0, out.stderr
+    cfg = yaml.safe_load(out.stdout)
+    assert cfg["loss"]["beta"] == 0.2 and cfg["choices"]["loss"] == "ipo" and "paper" in cfg["loss"]
+    assert _bench("run", "loss=ipo", "loss.beta=0.2", "--cfg", "job").stdout == out.stdout
+    bad = _bench("config", "loss=ipo", "loss.beta=-1")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: loss.beta=-1") and not bad.stdout
+
+
+def test_hydras_own_entry_point_answers_without_a_traceback(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    both = _run(sys.executable, "-m", "bench.run", "-m", "loss.beta=1,2", "--cfg", "job")
+    assert both.returncode == 2 and "Traceback" not in both.stderr
+    assert "bench config" in both.stderr
+    bad = _run(sys.executable, "-m", "bench.run", "loss=ipo", "loss.beta=-1", f"hydra.run.dir={tmp_path}")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "error: loss.beta=-1 is out of range" in bad.stderr
+
+
+def test_validate_and_a_dry_run_read_the_data_as_a_sweep_dry_run_does(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from bench.cli import main
+
+    bad = tmp_path / "prefs.jsonl"
+    bad.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n\n{"prompt": "a", "chosen": "b"}\n')
+    overrides = ["dataset=local", f"dataset.path={bad}", "model=local", f"model.path={tmp_path / 'sft'}"]
+    for command in (["validate"], ["run", "--dry-run"]):
+        assert main([*command, *overrides]) == 2
+        err = capsys.readouterr().err
+        assert f"{bad} [train] (plain format): 1 bad row(s) of 2" in err
+        assert "row 3: missing field 'rejected' (the row has prompt, chosen" in err  # the file's line number
