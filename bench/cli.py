@@ -54,7 +54,8 @@ def _setup_logging(level: str = "INFO") -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("WANDB_MODE", "offline")
+    # wandb is offline unless WANDB_MODE says otherwise: bench.tracking passes the mode to every wandb.init
+    # (not through the environment: with WANDB_MODE=offline set, importing transformers prints a banner)
     # Libraries' tqdm bars interleave badly across parallel runs; each stage logs its own progress lines.
     os.environ.setdefault("TQDM_DISABLE", "1")
 
@@ -147,10 +148,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     workers = first.launcher.workers
     if len(specs) == 1 or first.launcher.kind == "inproc" or workers <= 1:
         _quiet_libraries()
+        from bench.status import run_summary
+
         for _, spec in specs:
             t0 = time.perf_counter()
             run_dir = run_one(spec, stages)
-            log.info("run %s finished in %.1f s -> %s", spec.run_id, time.perf_counter() - t0, run_dir)
+            print(run_summary(run_dir, time.perf_counter() - t0))
         return 0
     return _run_local(specs, stages, workers)
 

@@ -9,7 +9,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from bench.core.records import read_json
+from bench.core.records import read_json, read_jsonl
 
 
 def run_state(run_dir: Path) -> tuple[str, str, str]:
@@ -115,3 +115,29 @@ def status_table(study_dir: Path) -> str:
         lines.append(f"{folder.name:52s} {state:11s} {stage:9s} {job_text:22s} {error}".rstrip())
     lines.append(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no runs")
     return "\n".join(lines)
+
+
+HEADLINE = ("win_rate", "lc_win_rate", "gold_win_rate", "kl_seq", "length_ratio")
+
+
+def run_summary(run_dir: Path, seconds: float | None = None) -> str:
+    """What a finished run says on the console: its headline metrics on all evaluation prompts, each with its
+    95% interval over prompts where one was computed, the run folder, and the next command."""
+    metrics = run_dir / "metrics.jsonl"
+    took = f" in {seconds:.0f} s" if seconds is not None else ""
+    if not metrics.exists():
+        return f"run {run_dir.name} stopped{took} before its metrics: bench status shows its stage and error"
+    rows = {r["metric"]: r for r in read_jsonl(metrics) if not r.get("split")}
+    parts = []
+    for name in HEADLINE:
+        row = rows.get(name)
+        if row is None or not isinstance(row.get("value"), int | float):
+            continue
+        interval = f" [{row['ci_low']:.3f}, {row['ci_high']:.3f}]" if "ci_low" in row else ""
+        parts.append(f"{name} {row['value']:.3f}{interval}")
+    study = run_dir.parent.name
+    return (
+        f"run {run_dir.name} finished{took}: {', '.join(parts)} (95% intervals over prompts)\n"
+        f"  records: {run_dir}\n"
+        f"  next: bench report {study}   (tables and plots over the study's runs)"
+    )

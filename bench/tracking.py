@@ -43,7 +43,11 @@ def _init(root: Path, **kwargs: Any) -> Any:
     import wandb
 
     mode = cast(Literal["online", "offline", "disabled", "shared"], os.environ.get("WANDB_MODE") or "offline")
-    return wandb.init(mode=mode, dir=os.environ.get("WANDB_DIR") or str(root), **kwargs)
+    # Quiet unless asked (WANDB_SILENT=false): its banners and summary would bury the run's own summary. No
+    # job artefact: detecting a job's inputs costs about a second per run and nothing here uses it.
+    verbose = os.environ.get("WANDB_SILENT", "true").lower() in ("false", "0", "no")
+    settings = wandb.Settings(silent=not verbose, quiet=not verbose, disable_job_creation=True)
+    return wandb.init(mode=mode, dir=os.environ.get("WANDB_DIR") or str(root), settings=settings, **kwargs)
 
 
 def start_training_run(spec: RunSpec, run_dir: Path) -> None:

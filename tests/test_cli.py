@@ -113,3 +113,28 @@ def test_validate_and_a_dry_run_read_the_data_as_a_sweep_dry_run_does(tmp_path, 
         err = capsys.readouterr().err
         assert f"{bad} [train] (plain format): 1 bad row(s) of 2" in err
         assert "row 3: missing field 'rejected' (the row has prompt, chosen" in err  # the file's line number
+
+
+def test_a_finished_run_ends_with_its_headline_metrics_folder_and_next_command(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from bench.status import run_summary
+
+    run_dir = tmp_path / "results" / "my_study" / "dpo-toy-b1-s0-abc"
+    run_dir.mkdir(parents=True)
+    rows = [
+        {"metric": "win_rate", "value": 0.8123, "stderr": 0.01, "ci_low": 0.79, "ci_high": 0.83},
+        {"metric": "lc_win_rate", "value": 0.7, "stderr": None},
+        {"metric": "win_rate", "value": 0.1, "split": "val"},  # per-split rows are not the headline
+        {"metric": "kl_seq", "value": 3.5, "stderr": 0.1, "ci_low": 3.3, "ci_high": 3.7},
+    ]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = run_summary(run_dir, 12.3)
+    assert text.splitlines() == [
+        "run dpo-toy-b1-s0-abc finished in 12 s: win_rate 0.812 [0.790, 0.830], lc_win_rate 0.700, "
+        "kl_seq 3.500 [3.300, 3.700] (95% intervals over prompts)",
+        f"  records: {run_dir}",
+        "  next: bench report my_study   (tables and plots over the study's runs)",
+    ]
+    (run_dir / "metrics.jsonl").unlink()
+    assert "stopped in 12 s before its metrics" in run_summary(run_dir, 12.3)
