@@ -10,15 +10,9 @@ import subprocess
 from pathlib import Path
 
 from bench.core.records import read_json, read_jsonl
+from bench.core.runstate import run_state
 
-
-def run_state(run_dir: Path) -> tuple[str, str, str]:
-    """(state, stage, first line of the error) of a run folder; 'pending' when it has none yet."""
-    if not (run_dir / "status.json").exists():
-        return "pending", "", ""
-    status = read_json(run_dir / "status.json")
-    error = (status.get("error") or "").strip().splitlines()
-    return status.get("state", "pending"), status.get("stage") or "", error[0] if error else ""
+__all__ = ["run_state", "run_summary", "shown_state", "slurm_jobs", "slurm_states", "status_table"]
 
 
 # Slurm job states after which the job will not run again (sacct's names); anything else is queued or running

@@ -72,12 +72,24 @@ def test_run_end_to_end_then_rerun_does_nothing(tiny_root) -> None:
         s["state"] in ("done", "skipped") for s in read_json(run_dir / "status.json")["stages"].values()
     )
 
-    from bench.report import write_report
+    from bench.report import collect_study, write_report
+    from bench.status import run_state, status_table
 
     table = write_report(run_dir.parent)
     assert "reference" in table and "dpo" in table
     assert (run_dir.parent / "report" / "results.csv").exists()
     assert (run_dir.parent / "report" / "frontier.png").stat().st_size > 10_000
+
+    # a final record deleted: unfinished for sweep, status and report alike, and a rerun repairs only it
+    trained = (run_dir / "train_log.jsonl").stat().st_mtime_ns
+    (run_dir / "metrics.jsonl").unlink()
+    assert run_state(run_dir) == ("incomplete", "", "metrics.jsonl missing: resubmit the run to recompute it")
+    assert f"{run_dir.name:52s} incomplete" in status_table(run_dir.parent)
+    study = collect_study(run_dir.parent)
+    assert study.runs.empty and f"{run_dir.name}: incomplete: metrics.jsonl missing" in study.notes[0]
+    run_one(spec)
+    assert run_state(run_dir)[0] == "done" and (run_dir / "metrics.jsonl").exists()
+    assert (run_dir / "train_log.jsonl").stat().st_mtime_ns == trained  # only the missing output recomputed
 
 
 def test_interrupted_after_training_resumes_at_generation(tiny_root) -> None:

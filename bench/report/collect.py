@@ -13,6 +13,7 @@ import pandas as pd
 from bench.core.keys import config_hash, signature
 from bench.core.labels import hyperparameters, labels, short_names, varied
 from bench.core.records import read_json, read_jsonl
+from bench.core.runstate import run_state
 
 
 @dataclass
@@ -83,17 +84,15 @@ def _run_row(folder: Path) -> dict[str, Any]:
 
 
 def _why_missing(folder: Path) -> str:
-    status = read_json(folder / "status.json") if (folder / "status.json").exists() else {}
-    error = (status.get("error") or "").strip().splitlines()
-    state = status.get("state", "pending")
-    where = f" at stage {status['stage']}" if status.get("stage") else ""
-    return f"{folder.name}: {state}{where}" + (f": {error[0]}" if error else "")
+    state, stage, error = run_state(folder)
+    where = f" at stage {stage}" if stage else ""
+    return f"{folder.name}: {state}{where}" + (f": {error}" if error else "")
 
 
 def collect_study(study_dir: Path) -> Study:
     rows, notes, prompts, step_prompts, curves, logs = [], [], [], [], [], []
     for folder in sorted(p for p in study_dir.iterdir() if (p / "manifest.json").exists()):
-        if not (folder / "metrics.jsonl").exists() or not _finished(folder):
+        if run_state(folder)[0] != "done":
             notes.append(_why_missing(folder))
             continue
         row = _run_row(folder)
@@ -144,13 +143,6 @@ def _name_configurations(rows: list[dict[str, Any]]) -> list[str]:
         row.update({names[k]: v for k, v in value.items()})
         row["configuration"] = label
     return [names[k] for k in dotted]
-
-
-def _finished(folder: Path) -> bool:
-    """Done, or an evaluation folder of `bench evaluate` (no status 'done' needed for its records)."""
-    if not (folder / "status.json").exists():
-        return True  # hand-made or older folders: metrics.jsonl is written last and atomically
-    return read_json(folder / "status.json").get("state") == "done"
 
 
 def collect(study_dir: Path) -> tuple[pd.DataFrame, list[str]]:
