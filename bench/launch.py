@@ -128,6 +128,13 @@ def slurm_parameters(launcher: LauncherSpec) -> dict[str, Any]:
             raise ConfigError(f"launcher.{key}={values[key]} must be >= 1")
     if int(values["nodes"]) != 1:
         raise ConfigError("launcher.nodes must be 1: a run uses one node (its GPUs through train.processes)")
+    delay, limit = int(values["signal_delay_s"]), int(values["time_min"])
+    if delay < 0 or delay >= 60 * limit:
+        raise ConfigError(
+            f"launcher.signal_delay_s={delay} with launcher.time_min={limit}: "
+            "the checkpoint-and-requeue signal would come before the run could start (every attempt is "
+            "requeued at once); set signal_delay_s well below time_min * 60, e.g. 120 with time_min >= 10"
+        )
     params: dict[str, Any] = {
         "time": int(values["time_min"]),
         "nodes": 1,

@@ -26,6 +26,10 @@ def test_slurm_settings_are_checked_before_submission(tiny_root, tmp_path) -> No
         slurm_parameters(_launcher(tiny_root, "launcher.nodes=2"))
     with pytest.raises(ConfigError, match=r"launcher\.time_min=0 must be >= 1"):
         slurm_executor(_launcher(tiny_root, "launcher.time_min=0"), tmp_path)
+    # the requeue signal 120 s before a 2-minute limit: every attempt would be requeued at once
+    with pytest.raises(ConfigError, match=r"launcher\.signal_delay_s=120 with launcher\.time_min=2: "):
+        slurm_parameters(_launcher(tiny_root, "launcher.time_min=2"))
+    assert slurm_parameters(_launcher(tiny_root, "launcher.time_min=3"))["signal_delay_s"] == 120
 
 
 def test_slurm_without_slurm_commands_says_how_to_get_them(tiny_root, tmp_path, monkeypatch) -> None:
