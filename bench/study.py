@@ -61,6 +61,46 @@ def _points(grid: dict[str, Any], where: str) -> list[list[str]]:
     ]
 
 
+def _source_lines(path: Path) -> dict[tuple[str, str], int]:
+    """The 1-based line of each key of `grid` and of each variant's grid, of each variant and of each `fixed`
+    item, from the YAML's nodes: ("grid", key), ("variants.<v>", key), ("variants", v), ("fixed", item)."""
+    out: dict[tuple[str, str], int] = {}
+    root = yaml.compose(path.read_text())
+    if not isinstance(root, yaml.MappingNode):
+        return out
+    for key_node, value in root.value:
+        section = key_node.value
+        if section == "fixed" and isinstance(value, yaml.SequenceNode):
+            out |= {("fixed", str(item.value)): item.start_mark.line + 1 for item in value.value}
+        elif section == "grid" and isinstance(value, yaml.MappingNode):
+            out |= {("grid", k.value): k.start_mark.line + 1 for k, _ in value.value}
+        elif section == "variants" and isinstance(value, yaml.MappingNode):
+            for variant_node, grid in value.value:
+                out[("variants", variant_node.value)] = variant_node.start_mark.line + 1
+                if isinstance(grid, yaml.MappingNode):
+                    out |= {
+                        (f"variants.{variant_node.value}", k.value): k.start_mark.line + 1
+                        for k, _ in grid.value
+                    }
+    return out
+
+
+def _blame(lines: dict[tuple[str, str], int], variant: str, overrides: list[str], message: str) -> str:
+    """'<line>: <override>' of the study file entry a run's error is about: the override whose key the error
+    names (grid, variant grid or fixed), else the variant's own line."""
+    for item in overrides:
+        key = item.split("=", 1)[0].lstrip("+~")
+        if key and (f"'{key}" in message or f"{key}=" in message):
+            line = (
+                lines.get((f"variants.{variant}", key))
+                or lines.get(("grid", key))
+                or lines.get(("fixed", item))
+            )
+            if line:
+                return f"{line}: {item} (variant {variant})"
+    return f"{lines.get(('variants', variant), 1)}: variant {variant} ({' '.join(overrides)})"
+
+
 def load_study(path: Path) -> dict[str, Any]:
     path = path.absolute()  # messages name the study file absolutely
 
@@ -132,6 +172,7 @@ def expand(
     `unavailable` (a dry run), what only this machine lacks is collected there (bench.pipeline.preflight)."""
     path = path.absolute()
     data = load_study(path)
+    lines = _source_lines(path)
     extra = list(extra or [])
     fixed = [str(x) for x in data.get("fixed") or []]
     common = _points(data.get("grid") or {}, f"{path}: grid")
@@ -154,7 +195,8 @@ def expand(
                         if unavailable is not None:
                             unavailable += [m for m in found if m not in unavailable]
                 except ConfigError as err:
-                    raise ConfigError(f"{path}: run {' '.join(overrides)}: {err}") from err
+                    where = _blame(lines, variant, [*fixed, *shared, *point], str(err))
+                    raise ConfigError(f"{path}:{where}: {err}") from err
                 if spec.run_id in seen:
                     raise ConfigError(
                         f"{path}: {' '.join(overrides)} is the same experiment as "

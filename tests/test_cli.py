@@ -138,3 +138,28 @@ def test_a_finished_run_ends_with_its_headline_metrics_folder_and_next_command(t
     ]
     (run_dir / "metrics.jsonl").unlink()
     assert "stopped in 12 s before its metrics" in run_summary(run_dir, 12.3)
+
+
+def test_an_error_inside_a_study_file_names_the_file_and_its_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from bench.study import expand
+
+    study = tmp_path / "bad.yaml"
+    study.write_text(
+        "study: bad\nfixed:\n  - dataset=toy\n  - model=toy\ngrid:\n  seed: [0]\nvariants:\n"
+        "  dpo:\n    loss.beta: [1]\n  simpo:\n    loss.beta: [2]\n    loss.gama: [0.5]\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        expand(study)
+    first = str(err.value).splitlines()[0]
+    assert first.startswith(
+        f"{study}:12: loss.gama=0.5 (variant simpo): unknown key 'loss.gama' (of loss=simpo)"
+    )
+    assert len(first) < 250
+    study.write_text(study.read_text().replace("loss.gama", "loss.gamma_beta_ratio").replace("[2]", "[-2]"))
+    with pytest.raises(
+        ConfigError, match=rf"^{study}:11: loss.beta=-2 \(variant simpo\): loss.beta=-2 is out"
+    ):
+        expand(study)
+    study.write_text(study.read_text().replace("model=toy", "model=nosuch"))
+    with pytest.raises(ConfigError, match="unknown model option 'nosuch'"):
+        expand(study)
