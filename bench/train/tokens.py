@@ -1,5 +1,5 @@
 """Checks on tokenised training rows that would otherwise fail silently (bench.core.chat does the same for
-generation): a prompt must start with at most one BOS.
+generation): a prompt must start with at most one BOS, and pairs longer than train.max_length are counted.
 
 TRL tokenises conversational rows through the chat template without special tokens, which is right for
 templates that carry the BOS (Llama 3) and for tokenizers without one. A template that writes the BOS as text
@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 from bench.core.chat import leading_bos
+from bench.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -38,3 +39,34 @@ def single_bos(dataset: Any, tokenizer: Any) -> Any:
         return {"prompt_ids": row["prompt_ids"][n - 1 :] if n > 1 else row["prompt_ids"]}
 
     return dataset.map(strip)
+
+
+# Above this share of over-long pairs training is refused: the comparison would be of truncated completions
+MAX_OVERLONG_FRACTION = 0.1
+
+
+def check_lengths(dataset: Any, total: int, max_length: int | None) -> None:
+    """Count the pairs longer than train.max_length tokens (prompt and the longer completion): TRL drops those
+    whose prompt alone fills it and cuts the completions of the rest, silently. A warning with the count;
+    a ConfigError above MAX_OVERLONG_FRACTION of the `total` pairs the dataset had before TRL's drop."""
+    if max_length is None or total == 0 or "prompt_ids" not in dataset.column_names:
+        return
+    dropped = total - len(dataset)
+    cut = sum(
+        1
+        for p, c, r in zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"], strict=True)
+        if len(p) + max(len(c), len(r)) > max_length
+    )
+    over = dropped + cut
+    if not over:
+        return
+    what = (
+        f"{over} of {total} training pairs ({100 * over / total:.1f}%) are longer than train.max_length="
+        f"{max_length} tokens ({dropped} dropped: the prompt alone fills it; {cut} with completions cut)"
+    )
+    if over / total > MAX_OVERLONG_FRACTION:
+        raise ConfigError(
+            f"{what}: more than {100 * MAX_OVERLONG_FRACTION:.0f}% would compare truncated completions; "
+            "raise train.max_length, or drop long rows with dataset.max_chars"
+        )
+    log.warning("%s", what)

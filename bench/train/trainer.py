@@ -23,7 +23,7 @@ from trl import DPOTrainer
 from bench.losses import PreferenceLoss, SequenceStats
 from bench.train.klpairs import KL_COLUMNS, KLPairCollator, add_kl_completions, kl_view
 from bench.train.refcache import cached_reference_logps, pairs_key
-from bench.train.tokens import single_bos
+from bench.train.tokens import check_lengths, single_bos
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,9 @@ class VariantTrainer(DPOTrainer):  # type: ignore[misc]
             self.data_collator = KLPairCollator(self.data_collator)
 
     def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
+        total = len(dataset) if hasattr(dataset, "__len__") else 0
         dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        check_lengths(dataset, total, args.max_length)
         dataset = single_bos(dataset, processing_class)
         if self.variant.needs_kl_pairs:
             dataset = add_kl_completions(dataset)

@@ -73,6 +73,26 @@ def test_bad_rows_stop_the_run_before_any_model_is_loaded(text_model: Path, tmp_
     del rows[5]["rejected"]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     spec = load_spec(_overrides(tmp_path, text_model, data))
-    with pytest.raises(ConfigError, match=r"2 bad row\(s\) of 16[\s\S]*row 3: [\s\S]*row 5: missing field"):
+    # numbered as the file's lines: rows[3] is line 4
+    with pytest.raises(ConfigError, match=r"2 bad row\(s\) of 16[\s\S]*row 4: [\s\S]*row 6: missing field"):
         run_one(spec)
     assert not spec.checkpoint_dir().exists() and not (spec.run_dir() / "status.json").exists()
+
+
+def test_pairs_longer_than_max_length_are_counted_and_refused_above_a_tenth(
+    text_model: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """TRL drops pairs whose prompt fills train.max_length and cuts the completions of the rest, silently:
+    the count is a warning, and above 10% of the pairs an error before training."""
+    rows = _rows("plain")
+    long = "Red, " * 40 + "and blue."
+    data = tmp_path / "prefs.json"
+    data.write_text(json.dumps([{**r, "chosen": long} if i < 1 else r for i, r in enumerate(rows)]))
+    spec = load_spec(_overrides(tmp_path, text_model, data, "train.max_length=48"))
+    with caplog.at_level("WARNING"):
+        run_train(spec, select(spec), spec.run_dir())
+    assert "1 of 16 training pairs (6.2%) are longer than train.max_length=48 tokens" in caplog.text
+    data.write_text(json.dumps([{**r, "chosen": long} if i < 4 else r for i, r in enumerate(rows)]))
+    spec = load_spec(_overrides(tmp_path / "again", text_model, data, "train.max_length=48"))
+    with pytest.raises(ConfigError, match=r"4 of 16 training pairs \(25.0%\) .*raise train.max_length"):
+        run_train(spec, select(spec), spec.run_dir())
