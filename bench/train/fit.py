@@ -33,6 +33,7 @@ from bench.train.state import (
     last_complete_checkpoint,
     log_callback,
     publish_final,
+    set_aside_damaged,
     step_checkpoints_dir,
     step_saver,
     trainer_dir,
@@ -74,6 +75,8 @@ def _train_here(spec: RunSpec, sources: Sources, run_dir: Path) -> Path:
         )
     if t.threads > 0:
         torch.set_num_threads(t.threads)
+    if is_main_process():
+        set_aside_damaged(trainer_dir(spec))
     resume = last_complete_checkpoint(trainer_dir(spec))
     if is_main_process():
         keep_log_until(partial_log, resume[1] if resume else 0)

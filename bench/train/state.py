@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import time
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,25 +39,66 @@ def step_checkpoints_dir(spec: RunSpec) -> Path:
     return spec.scratch_dir() / "steps"
 
 
+def damage(checkpoint: Path) -> str | None:
+    """Why a checkpoint folder cannot be resumed from, or None when it reads back whole: its
+    trainer_state.json (written last) parses, every safetensors file holds the bytes its header promises, and
+    every torch file (optimiser, scheduler, RNG states, training arguments) has an intact zip directory.
+    Cheap: headers and directories only, never the tensors (a 7B optimiser state is tens of GB)."""
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
+    except (OSError, ValueError, KeyError):
+        return "trainer_state.json missing or partial (killed while saving)"
+    for path in sorted(checkpoint.glob("*.safetensors")):
+        try:
+            with path.open("rb") as f:
+                size = int.from_bytes(f.read(8), "little")
+                header = json.loads(f.read(size))
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+            if path.stat().st_size < 8 + size + end:
+                return f"{path.name} is truncated ({path.stat().st_size} of {8 + size + end} bytes)"
+        except (OSError, ValueError, KeyError, TypeError):
+            return f"{path.name} has no readable safetensors header"
+    for path in sorted([*checkpoint.glob("*.pt"), *checkpoint.glob("*.pth"), *checkpoint.glob("*.bin")]):
+        try:
+            with zipfile.ZipFile(path):  # torch.save's format: a zip whose directory sits at the very end
+                pass
+        except (OSError, zipfile.BadZipFile):
+            return f"{path.name} is truncated or corrupt"
+    return None
+
+
 def last_complete_checkpoint(folder: Path) -> tuple[Path, int] | None:
-    """The newest checkpoint-N whose trainer_state.json (transformers writes it last) reads back whole.
+    """The newest checkpoint-N that reads back whole (`damage`); damaged ones are skipped (set_aside_damaged
+    moves them out of the way), and with no intact one left the stage starts from step 0.
 
     transformers writes a checkpoint in place, file by file: a job killed while saving leaves a partial
-    folder, which must not be resumed from. With save_total_limit=1 the older complete one is deleted only
-    after the new one is finished, so a complete one exists whenever any checkpoint was ever saved."""
+    folder, and a full disk or a bad copy a truncated file; neither must be resumed from. With
+    save_total_limit=1 the older complete one is deleted only after the new one is finished."""
     if not folder.is_dir():
         return None
     found: list[tuple[int, Path]] = []
     for path in folder.glob("checkpoint-*"):
         try:
-            state = json.loads((path / "trainer_state.json").read_text())
-            found.append((int(state["global_step"]), path))
-        except (OSError, ValueError, KeyError):
-            continue  # partial: being written, or killed while saving
-    if not found:
-        return None
-    step, path = max(found)
-    return path, step
+            found.append((int(path.name.removeprefix("checkpoint-")), path))
+        except ValueError:
+            continue
+    for step, path in sorted(found, reverse=True):
+        if damage(path) is None:
+            return path, step
+    return None
+
+
+def set_aside_damaged(folder: Path) -> None:
+    """Rename checkpoints that cannot be resumed from to damaged-checkpoint-N (kept, never deleted), with a
+    warning: left in place, transformers' rotation (save_total_limit) would keep the damaged newest one and
+    delete the good checkpoints saved after the restart. Main process only."""
+    for path in sorted(folder.glob("checkpoint-*")) if folder.is_dir() else []:
+        why = damage(path)
+        if why is None:
+            continue
+        aside = path.with_name(f"damaged-{path.name}-{time.strftime('%Y%m%dT%H%M%S')}")
+        path.rename(aside)
+        log.warning("checkpoint %s cannot be resumed from (%s): set aside as %s", path, why, aside.name)
 
 
 def keep_log_until(path: Path, step: int) -> None:

@@ -16,7 +16,7 @@ from bench.core.records import read_json, read_jsonl
 from bench.sources import select
 from bench.sources.loading import load_causal_lm
 from bench.train.fit import run_train
-from bench.train.state import last_complete_checkpoint, trainer_dir
+from bench.train.state import damage, last_complete_checkpoint, set_aside_damaged, trainer_dir
 from tests.helpers import tiny_overrides
 
 
@@ -88,3 +88,46 @@ def test_a_partially_written_checkpoint_is_skipped(tmp_path: Path) -> None:
             (folder / "trainer_state.json").write_text('{"global_st')  # killed while writing
     assert last_complete_checkpoint(tmp_path) == (tmp_path / "checkpoint-2", 2)
     assert last_complete_checkpoint(tmp_path / "missing") is None
+
+
+def test_a_truncated_checkpoint_is_detected_set_aside_and_never_resumed_from(
+    tiny_root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A checkpoint whose trainer_state.json is whole but whose weights or optimiser state were cut short
+    (a full disk, a bad copy): detected from headers alone, moved aside with a warning, and training starts
+    again from step 0 (with save_total_limit=1 there is no older one) and runs every step once."""
+    extra = ("train.max_steps=6", "train.save_steps=2", "loss.beta=0.3")
+    spec = load_spec(tiny_overrides(tiny_root, "study=resume_truncated", *extra))
+    with monkeypatch.context() as patch:
+        patch.setattr("bench.train.fit.log_callback", _interrupting(after_step=5))
+        with pytest.raises(Interrupted):
+            run_train(spec, select(spec), spec.run_dir())
+    found = last_complete_checkpoint(trainer_dir(spec))
+    assert found is not None and found[1] == 4 and damage(found[0]) is None
+    weights = found[0] / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    assert "model.safetensors is truncated" in (damage(found[0]) or "")
+    assert last_complete_checkpoint(trainer_dir(spec)) is None
+    optimizer = found[0] / "optimizer.pt"
+    optimizer.write_bytes(optimizer.read_bytes()[:100])
+    with caplog.at_level("WARNING"):
+        run_train(spec, select(spec), spec.run_dir())
+    assert "cannot be resumed from (model.safetensors is truncated" in caplog.text
+    info = read_json(spec.run_dir() / "train_info.json")
+    assert info["resumed_from_step"] is None
+    steps = [r["step"] for r in read_jsonl(spec.run_dir() / "train_log.jsonl") if "loss" in r]
+    assert steps == list(range(1, 7))
+
+
+def test_damage_reads_headers_and_zip_directories_only(tmp_path: Path) -> None:
+    folder = tmp_path / "checkpoint-3"
+    folder.mkdir()
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": 3}))
+    header = json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}).encode()
+    (folder / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + bytes(16))
+    torch.save({"step": 3}, folder / "optimizer.pt")
+    assert damage(folder) is None
+    (folder / "optimizer.pt").write_bytes((folder / "optimizer.pt").read_bytes()[:-30])
+    assert damage(folder) == "optimizer.pt is truncated or corrupt"
+    set_aside_damaged(tmp_path)
+    assert [p.name.startswith("damaged-checkpoint-3-") for p in tmp_path.iterdir()] == [True]
