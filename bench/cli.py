@@ -88,19 +88,13 @@ def _specs(overrides: list[str]) -> list[tuple[list[str], RunSpec]]:
 def cmd_validate(args: argparse.Namespace) -> int:
     """Compose and validate the runs, and run the checks `bench sweep --dry-run` runs (data rows, prompts,
     model, judge, lm-eval tasks), once per distinct set of inputs; compute nothing."""
-    from bench.core.keys import PREFLIGHT, key_hash
-    from bench.pipeline import preflight
+    from bench.pipeline import preflight_once
 
     specs = _specs(args.overrides)
     unavailable: list[str] = []
     checked: set[str] = set()
     for _, spec in specs:
-        key = key_hash(PREFLIGHT, spec.config)
-        if key not in checked:
-            found: list[str] = []
-            preflight(spec, found)
-            unavailable += [m for m in found if m not in unavailable]
-            checked.add(key)
+        preflight_once(spec, checked, unavailable)
     for run, spec in specs:
         print(f"{spec.run_id:48s} {spec.run_dir()}  [{' '.join(run)}]")
     print(f"{len(specs)} run(s) valid")

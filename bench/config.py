@@ -89,8 +89,8 @@ def compose(overrides: list[str] | None = None) -> DictConfig:
 
 def _unknown_key(overrides: list[str], full_key: str | None, message: str) -> str | None:
     """Hydra's "Key 'x' is not in struct" as the harness's error: the key, the option it is not a key of,
-    near matches and every valid key there (composed without the offending overrides), and how to add a new
-    key on purpose. None for any other composition error."""
+    near matches and every valid key there (composed without the offending overrides). None for any other
+    composition error."""
     if not full_key or "not in struct" not in message:
         return None
     parent, _, name = full_key.rpartition(".")

@@ -20,7 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from bench.config import build_spec, compose
 from bench.core.errors import ConfigError, UnavailableError
-from bench.core.keys import EVAL_TARGET, key_hash
+from bench.core.keys import EVAL_TARGET, PREFLIGHT, key_hash
 from bench.core.records import Status, read_json, try_lock, write_manifest
 from bench.judge import check_judge
 from bench.sources import Sources, select
@@ -91,6 +91,20 @@ def preflight(spec: RunSpec, unavailable: list[str] | None = None) -> Sources:
         )
     check_tasks(spec.eval.lm_eval.tasks, sources.data.lm_eval_tasks(), spec.dataset.name)
     return sources
+
+
+def preflight_once(spec: RunSpec, checked: set[str], unavailable: list[str] | None = None) -> None:
+    """preflight(spec) unless a run with the same inputs (its PREFLIGHT key, in `checked`) was checked
+    already: a study of hundreds of runs reads its data once. With `unavailable` (a dry run), what only this
+    machine lacks is added there, each message once."""
+    key = key_hash(PREFLIGHT, spec.config)
+    if key in checked:
+        return
+    found: list[str] = []
+    preflight(spec, found if unavailable is not None else None)
+    checked.add(key)
+    if unavailable is not None:
+        unavailable += [m for m in found if m not in unavailable]
 
 
 def run_one(

@@ -34,14 +34,11 @@ def cli() -> None:
     try:
         main()
     except ValueError as err:
-        if "can be specified" not in str(
-            err
-        ):  # Hydra's refusal of a flag combination; anything else is a bug
+        # Hydra's refusal of a flag combination is a user's error; any other ValueError is a bug
+        if "can be specified" not in str(err):
             raise
-        print(
-            f"error: {err} (for the config of a run of a sweep: bench config <its overrides>)",
-            file=sys.stderr,
-        )
+        hint = "for the config of a run of a sweep: bench config <its overrides>"
+        print(f"error: {err} ({hint})", file=sys.stderr)
         sys.exit(2)
 
 

@@ -26,9 +26,8 @@ from omegaconf import OmegaConf
 
 from bench.config import GROUPS, build_spec, compose
 from bench.core.errors import ConfigError
-from bench.core.keys import PREFLIGHT, key_hash
 from bench.core.labels import labels
-from bench.pipeline import preflight
+from bench.pipeline import preflight_once
 from bench.specs import RunSpec
 
 STUDY_KEYS = {"study", "question", "source", "fixed", "grid", "variants"}
@@ -39,9 +38,8 @@ class PlannedRun:
     variant: str
     overrides: list[str]
     spec: RunSpec
-    label: str = (
-        ""  # the variant, its hyperparameters and every other key the study varies (bench.core.labels)
-    )
+    # the variant, its hyperparameters and every other key the study varies (bench.core.labels)
+    label: str = ""
 
 
 def _value(v: Any) -> str:
@@ -187,13 +185,7 @@ def expand(
                 overrides = [*before, *shared, *point, *after]
                 try:
                     spec = composer.spec(before, [*shared, *point], after)
-                    key = key_hash(PREFLIGHT, spec.config)
-                    if key not in checked:
-                        found: list[str] = []
-                        preflight(spec, found if unavailable is not None else None)
-                        checked.add(key)
-                        if unavailable is not None:
-                            unavailable += [m for m in found if m not in unavailable]
+                    preflight_once(spec, checked, unavailable)
                 except ConfigError as err:
                     where = _blame(lines, variant, [*fixed, *shared, *point], str(err))
                     raise ConfigError(f"{path}:{where}: {err}") from err

@@ -155,15 +155,21 @@ def _value_at(study: Study, run: pd.Series, metric: str, step: int) -> float:
     return float(hit["value"].iloc[0]) if len(hit) else float("nan")
 
 
-def runs_interval(study: Study, runs: pd.DataFrame, metric: str, level: float = 0.95) -> Interval:
-    """The interval of `metric` on all evaluation prompts over the given runs (one configuration's seeds):
-    their per-prompt values (a FITTED metric centred at the runs' own mean), else their per-run values."""
+def runs_interval(
+    study: Study, runs: pd.DataFrame, metric: str, split: str | None = None, level: float = 0.95
+) -> Interval:
+    """The interval of `metric` over the given runs (one configuration's seeds), on all evaluation prompts or
+    on one prompt split: their per-prompt values (a FITTED metric centred at the runs' own mean), else, for
+    runs without per-prompt values of it, their per-run values as one column (seeds alone)."""
+    column = f"{split}/{metric}" if split else metric
     pp = study.per_prompt
     prompts = pp[pp["run_id"].isin(set(runs["run_id"]))] if not pp.empty else pp
-    center = float(runs[metric].mean()) if metric in FITTED and metric in runs else None
+    if split and not prompts.empty:
+        prompts = prompts[prompts["split"] == split]
+    center = float(runs[column].mean()) if metric in FITTED and column in runs else None
     if metric in prompts.columns and prompts[metric].notna().any():
         return config_interval(prompts, metric, center, level)
-    if metric not in runs:
+    if column not in runs:
         return NO_INTERVAL
-    values = pd.DataFrame({"seed": runs["seed"], "prompt_id": "all", metric: runs[metric]})
+    values = pd.DataFrame({"seed": runs["seed"], "prompt_id": "all", metric: runs[column]})
     return config_interval(values, metric, None, level)

@@ -18,7 +18,7 @@ import pandas as pd
 from bench.core.records import atomic_write_text
 from bench.core.stats import Interval
 from bench.report.collect import Study
-from bench.report.stats import FITTED, SelectionRule, config_interval, paired_interval, select_best
+from bench.report.stats import FITTED, SelectionRule, paired_interval, runs_interval, select_best
 from bench.report.units import headed
 
 # Columns of the full grid, in order; the CSV keeps every metric.
@@ -138,12 +138,10 @@ def best_table(
             **counts,
             selection: float(sel["selection_score"]),
         }
-        for metric in (
-            m for m in PER_PROMPT if m in prompts.columns or f"{report_split}/{m}" in runs.columns
-        ):
-            # runs without per-prompt values of a metric: its per-run values, one column (seeds only)
-            values = prompts if metric in prompts.columns else _run_values(runs, metric, report_split)
-            iv = config_interval(values, metric, _fitted_mean(runs, metric, report_split))
+        for metric in PER_PROMPT:
+            iv = runs_interval(study, runs, metric, report_split)
+            if math.isnan(iv.mean):  # a metric these runs do not have
+                continue
             name = f"{report_split} {metric}"
             row[headed(name, metric)] = _interval(iv)
             num |= {name: iv.mean, f"{name} ci_low": iv.low, f"{name} ci_high": iv.high, f"{name} se": iv.se}
@@ -175,11 +173,6 @@ def best_table(
     order = sorted(table["variant"], key=lambda v: (v != base, v))  # the baseline first, then by name
     frame = pd.DataFrame(numbers).set_index("variant").loc[order].reset_index()
     return table.set_index("variant").loc[order].reset_index(), frame
-
-
-def _run_values(runs: pd.DataFrame, metric: str, split: str) -> pd.DataFrame:
-    """A configuration's per-run values of a metric as per-prompt rows of a single pseudo-prompt."""
-    return pd.DataFrame({"seed": runs["seed"], "prompt_id": "all", metric: runs[f"{split}/{metric}"]})
 
 
 def _prompts(study: Study, best: pd.DataFrame, variant: str | None, split: str) -> pd.DataFrame:
