@@ -188,9 +188,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from bench.study import expand
 
     unavailable: list[str] | None = [] if args.dry_run else None
-    data, runs = expand(Path(args.file), args.overrides, unavailable)
+    shrunk: list[str] | None = [] if args.shrink else None
+    data, runs = expand(Path(args.file), args.overrides, unavailable, shrunk)
     check_launcher(runs)
     print(f"study {data['study']}: {str(data.get('question', '')).strip()}")
+    if shrunk is not None:
+        print("shrunk (bench/shrink.py): each variant's first grid point on a tiny stand-in; replaced:")
+        print("\n".join(f"  - {line}" for line in dict.fromkeys(shrunk)) or "  (none)")
     width = max(len(r.label) for r in runs)
     print(f"{'run':52s} {'state':9s} {'configuration':{width}s} overrides")
     todo = []
@@ -434,6 +438,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="overrides applied to every run (e.g. launcher=local)")
     p.add_argument("--dry-run", action="store_true", help="validate and print the run table only")
     p.add_argument("--wait", action="store_true", help="block until every run is done or failed")
+    p.add_argument(
+        "--shrink",
+        action="store_true",
+        help="run the study small: each variant's first grid point, a tiny stand-in model and data, a few "
+        "steps, into results/<study>_shrunk (a check that it runs end to end before GPU hours are spent)",
+    )
     p.set_defaults(fn=cmd_sweep)
     p = sub.add_parser("status", help="state of each run of a study, from its folders")
     p.add_argument("study")

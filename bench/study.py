@@ -28,6 +28,7 @@ from bench.config import GROUPS, build_spec, compose
 from bench.core.errors import ConfigError
 from bench.core.labels import labels
 from bench.pipeline import preflight_once
+from bench.shrink import SUFFIX, shrink
 from bench.specs import RunSpec
 
 STUDY_KEYS = {"study", "question", "source", "fixed", "grid", "variants"}
@@ -57,6 +58,13 @@ def _points(grid: dict[str, Any], where: str) -> list[list[str]]:
     return [
         [f"{k}={_value(x)}" for k, x in zip(keys, combo, strict=True)] for combo in itertools.product(*values)
     ]
+
+
+def _first(grid: dict[str, Any]) -> dict[str, Any]:
+    """A grid cut to its first value of every key (a shrunk study's one point)."""
+    if not isinstance(grid, dict):
+        return grid
+    return {k: (v[:1] if isinstance(v, list) else v) for k, v in grid.items()}
 
 
 def _source_lines(path: Path) -> dict[tuple[str, str], int]:
@@ -164,12 +172,20 @@ class _Composer:
 
 
 def expand(
-    path: Path, extra: list[str] | None = None, unavailable: list[str] | None = None
+    path: Path,
+    extra: list[str] | None = None,
+    unavailable: list[str] | None = None,
+    shrunk: list[str] | None = None,
 ) -> tuple[dict[str, Any], list[PlannedRun]]:
     """(the study file, its runs), every run composed and validated; `extra` overrides apply to all. With
-    `unavailable` (a dry run), what only this machine lacks is collected there (bench.pipeline.preflight)."""
+    `unavailable` (a dry run), what only this machine lacks is collected there (bench.pipeline.preflight).
+    With `shrunk` (a list), the study is shrunk (bench.shrink): each variant's first grid point on a tiny
+    stand-in, in results/<study>_shrunk/; the study overrides it replaced are collected there."""
     path = path.absolute()
     data = load_study(path)
+    if shrunk is not None:
+        data = {**data, "grid": _first(data.get("grid") or {})}
+        data["variants"] = {v: _first(g or {}) for v, g in data["variants"].items()}
     lines = _source_lines(path)
     extra = list(extra or [])
     fixed = [str(x) for x in data.get("fixed") or []]
@@ -185,6 +201,11 @@ def expand(
                 overrides = [*before, *shared, *point, *after]
                 try:
                     spec = composer.spec(before, [*shared, *point], after)
+                    if shrunk is not None:
+                        small = shrink([*before, *shared, *point], spec)
+                        shrunk.extend(small.replaced)
+                        overrides = [*small.overrides, f"study={data['study']}{SUFFIX}", *extra]
+                        spec = build_spec(compose(overrides))
                     preflight_once(spec, checked, unavailable)
                 except ConfigError as err:
                     where = _blame(lines, variant, [*fixed, *shared, *point], str(err))
@@ -197,4 +218,6 @@ def expand(
                 seen[spec.run_id] = overrides
                 runs.append(PlannedRun(variant, overrides, spec))
     named = labels([r.spec.config for r in runs], [r.variant for r in runs], include_seed=True)
+    if shrunk is not None:
+        data = {**data, "study": f"{data['study']}{SUFFIX}"}
     return data, [replace(run, label=name) for run, name in zip(runs, named, strict=True)]

@@ -11,6 +11,10 @@ outputs (mapped back with 3 - x) changes nothing beyond rounding.
 Each distinct (instruction, output) is scored once: with n x n sample pairs per prompt every output appears in
 n pairs. The text is the tokenizer's chat template over a user and an assistant turn when it has one, else
 instruction + output (a newline between them unless the output starts with whitespace, as toy completions do).
+
+eval.judge_model=reference reads the run's reference model (a causal LM) under a two-label classification
+head initialised from a fixed seed and never trained: a plumbing check (shrunk studies, bench/shrink.py), as
+the local LM judge's `reference`; its verdicts mean nothing.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ def check(spec: RunSpec, sources: Sources) -> None:
 
     path = judge_model_path(spec, sources)
     load_tokenizer(path)
+    if spec.eval.judge_model == "reference":  # a causal LM read under a fresh head: no classifier to check
+        return
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as err:
@@ -58,7 +64,9 @@ def check(spec: RunSpec, sources: Sources) -> None:
 
 
 def make_fn_completions(spec: RunSpec, sources: Sources) -> RewardModelJudge:
-    return RewardModelJudge(judge_model_path(spec, sources), spec.eval.judge_batch_size)
+    return RewardModelJudge(
+        judge_model_path(spec, sources), spec.eval.judge_batch_size, spec.eval.judge_model == "reference"
+    )
 
 
 def sigmoid(x: float) -> float:
@@ -80,8 +88,11 @@ def reward_text(tokenizer: PreTrainedTokenizerBase, instruction: str, output: st
 class RewardModelJudge:
     """AlpacaEval completion function: str(1 + sigmoid(r(output_2) - r(output_1))). Loads lazily."""
 
-    def __init__(self, model_path: str, batch_size: int = 8):
+    def __init__(self, model_path: str, batch_size: int = 8, fresh_head: bool = False):
         self.model_path = model_path
+        self.fresh_head = (
+            fresh_head  # a causal LM under a seeded, untrained 2-label head (judge_model=reference)
+        )
         self.batch_size = max(1, batch_size)
         self._tokenizer: PreTrainedTokenizerBase | None = None
         self._model: Any = None
@@ -93,10 +104,15 @@ class RewardModelJudge:
 
             tok = load_tokenizer(self.model_path)
             cuda = torch.cuda.is_available()
-            # GPU: the checkpoint's own dtype; CPU: fp32 (bf16 matmuls are slow there)
-            model = AutoModelForSequenceClassification.from_pretrained(
-                self.model_path, dtype="auto" if cuda else torch.float32
-            ).eval()
+            head = {"num_labels": 2} if self.fresh_head else {}
+            # the new head's initialisation from a fixed seed (the same judge in every run), leaving the
+            # process's random state as it was
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                # GPU: the checkpoint's own dtype; CPU: fp32 (bf16 matmuls are slow there)
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    self.model_path, dtype="auto" if cuda else torch.float32, **head
+                ).eval()
             if model.config.num_labels not in (1, 2):
                 raise ConfigError(
                     f"eval.judge_model={self.model_path!r} has {model.config.num_labels} outputs, not 1 or 2"

