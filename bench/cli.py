@@ -208,6 +208,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if unavailable:
         print(f"not checked on this machine ({len(unavailable)}); a submission needs them:")
         print("\n".join(f"  - {line}" for line in unavailable))
+    if args.dry_run and runs[0].spec.launcher.kind == "slurm":
+        from bench.launch import ask_cluster
+
+        print("\n".join(ask_cluster(data["study"], todo)))
     if args.dry_run or not todo:
         return _wait_for(runs) if args.wait and not args.dry_run else 0
     from bench.launch import submit
@@ -234,8 +238,8 @@ def _wait_for(runs: list[PlannedRun]) -> int:
         if line != last:
             print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
             last = line
-        if all(s in ("done", "failed") for s in states):
-            return 1 if "failed" in states else 0
+        if all(s in ("done", "failed", "cancelled") for s in states):  # nothing will change them now
+            return 1 if {"failed", "cancelled"} & set(states) else 0
         time.sleep(5)
 
 

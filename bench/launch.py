@@ -4,18 +4,23 @@
 submitit jobs and returns at once; each job walks the whole run list and takes every run no other process
 holds (the per-run lock in bench.pipeline), so the runs spread over the workers, none runs twice, a failed run
 does not stop the others, and a resubmission only finds what is unfinished. `launcher=slurm` submits one
-job array, one task per run, with the resources of conf/launcher/slurm.yaml; a preempted or timed-out task
-is requeued by submitit and its run resumes (finished stages skip, training from its last checkpoint).
-The study manifest results/<study>/study.json records the runs and every submission with its job ids.
+job array per distinct set of resources (conf/launcher/slurm.yaml), one task per run; a preempted or
+timed-out task is requeued by submitit and its run resumes (finished stages skip, training from its last
+checkpoint). A job sbatch refuses is one line naming the setting (bench.sbatch), and `--dry-run` asks
+sbatch --test-only about the same script first. The study manifest results/<study>/study.json records the
+runs and every submission with its job ids.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
+import json
 import logging
 import os
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,11 +28,15 @@ from typing import Any
 
 import submitit
 import torch
+from submitit.core.utils import FailedJobError
+from submitit.slurm.slurm import _make_sbatch_string
 
+from bench import sbatch
 from bench.config import load_spec
 from bench.core.errors import ConfigError
 from bench.core.records import atomic_write_json, file_lock, read_json
 from bench.pipeline import run_one
+from bench.slurm_job import CancelWatch
 from bench.specs import LauncherSpec
 from bench.status import run_state
 from bench.study import PlannedRun
@@ -97,6 +106,8 @@ class RunJob(submitit.helpers.Checkpointable):  # type: ignore[misc]
     def __call__(self) -> str:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         torch.set_num_threads(allocated_cpus())
+        # after submitit's own handlers: a plain scancel is recorded as cancelled (bench.slurm_job)
+        CancelWatch(Path(submitit.JobEnvironment().paths.stderr)).install()
         spec = load_spec(self.overrides)
         run_one(spec)
         return run_state(spec.run_dir())[0]
@@ -184,11 +195,53 @@ def _check_processes(todo: list[PlannedRun], launcher: LauncherSpec) -> None:
             )
 
 
+def slurm_groups(runs: list[PlannedRun]) -> list[list[PlannedRun]]:
+    """The runs by their Slurm resources: each group is one job array (a study whose variants ask for
+    different resources, e.g. launcher.gpus_per_node in a variant's grid, submits one array per setting)."""
+    groups: dict[str, list[PlannedRun]] = {}
+    for run in runs:
+        key = json.dumps(slurm_parameters(run.spec.launcher), sort_keys=True, default=str)
+        groups.setdefault(key, []).append(run)
+    return list(groups.values())
+
+
 def check_launcher(runs: list[PlannedRun]) -> None:
     """The launcher settings of a study, checked with its runs (also by `bench sweep --dry-run`)."""
     if runs and runs[0].spec.launcher.kind == "slurm":
-        slurm_parameters(runs[0].spec.launcher)
-        _check_processes(runs, runs[0].spec.launcher)
+        for group in slurm_groups(runs):
+            _check_processes(group, group[0].spec.launcher)
+
+
+def _script(executor: submitit.SlurmExecutor, count: int) -> str:
+    """The sbatch script submitit would submit for `count` runs with this executor: its own renderer, so the
+    dry run asks about exactly the job a submission sends (a single run is not an array)."""
+    params = dict(executor.parameters)
+    if count > 1:
+        params["map_count"] = count
+    return str(_make_sbatch_string(command=executor._submitit_command_str, folder=executor.folder, **params))
+
+
+def ask_cluster(study: str, todo: list[PlannedRun]) -> list[str]:
+    """`bench sweep --dry-run launcher=slurm`: sbatch --test-only on each job the submission would send,
+    when Slurm can be asked here. Lines to print; a refused job raises ConfigError naming the setting."""
+    if not todo:
+        return ["slurm: nothing to submit, so the cluster was not asked"]
+    why_not = sbatch.unreachable()
+    if why_not:
+        return [f"slurm: did not ask the cluster whether it would accept the job(s): {why_not}"]
+    lines = []
+    for group in slurm_groups(todo):
+        launcher = group[0].spec.launcher
+        executor = slurm_executor(launcher, group[0].spec.paths.results / study / "_jobs" / "%j")
+        executor.update_parameters(job_name=f"bench-{study}")
+        with tempfile.TemporaryDirectory() as tmp:  # the script only: nothing lands in the study's _jobs/
+            script = Path(tmp) / "job.sh"
+            script.write_text(_script(executor, len(group)))
+            accepted, message = sbatch.test_only(script)
+        if not accepted:
+            raise ConfigError(sbatch.refusal(message, launcher, len(group)))
+        lines.append(f"slurm: the cluster would accept {len(group)} run(s) (sbatch --test-only: {message})")
+    return lines
 
 
 def submit(data: dict[str, Any], runs: list[PlannedRun], todo: list[PlannedRun]) -> list[str]:
@@ -231,14 +284,38 @@ def _submit_slurm(
     study_dir: Path,
     entry: dict[str, Any],
 ) -> list[str]:
-    launcher = todo[0].spec.launcher
-    _check_processes(todo, launcher)
-    executor = slurm_executor(launcher, study_dir / "_jobs" / "%j")
-    executor.update_parameters(job_name=f"bench-{data['study']}")
-    with executor.batch():  # one job array
-        jobs = [executor.submit(RunJob(r.overrides, int(launcher.max_requeues or 0))) for r in todo]
-    job_ids = [str(j.job_id) for j in jobs]
-    jobs_by_run = {r.spec.run_id: j for r, j in zip(todo, job_ids, strict=True)}
-    _record(study_dir, data, runs, entry | {"job_ids": job_ids, "jobs": jobs_by_run})
-    log.info("submitted %d run(s) as Slurm array %s", len(todo), job_ids[0].split("_")[0] if job_ids else "-")
-    return job_ids
+    check_launcher(todo)
+    jobs_by_run: dict[str, str] = {}
+    try:
+        for group in slurm_groups(todo):
+            jobs_by_run |= _submit_array(data["study"], group, study_dir)
+    finally:  # the arrays Slurm took before it refused one are recorded: they run
+        if jobs_by_run:
+            job_ids = list(jobs_by_run.values())
+            _record(study_dir, data, runs, entry | {"job_ids": job_ids, "jobs": jobs_by_run})
+    return list(jobs_by_run.values())
+
+
+def _submit_array(study: str, group: list[PlannedRun], study_dir: Path) -> dict[str, str]:
+    """One job array; returns run id -> job id. A refusal by sbatch becomes a ConfigError naming the
+    setting, and the files submitit wrote for it (pickles, the sbatch script) are removed."""
+    launcher = group[0].spec.launcher
+    jobs_dir = study_dir / "_jobs"
+    executor = slurm_executor(launcher, jobs_dir / "%j")
+    executor.update_parameters(job_name=f"bench-{study}")
+    # One submission of a study at a time, so the files that appear in _jobs/ meanwhile are this one's
+    with file_lock(study_dir / ".submit.lock"):
+        before = set(jobs_dir.iterdir()) if jobs_dir.exists() else set()
+        try:
+            # submitit prints sbatch's stderr before raising: the error below says it once, on one line
+            with contextlib.redirect_stderr(io.StringIO()), executor.batch():  # one job array
+                jobs = [executor.submit(RunJob(r.overrides, int(launcher.max_requeues or 0))) for r in group]
+        except FailedJobError as err:
+            for path in set(jobs_dir.iterdir()) - before if jobs_dir.exists() else ():
+                if path.is_file() and (path.suffix == ".pkl" or path.name.startswith(".submission_file_")):
+                    path.unlink()
+            if not before and jobs_dir.exists() and not any(jobs_dir.iterdir()):
+                jobs_dir.rmdir()  # made for this submission only
+            raise ConfigError(sbatch.refusal(str(err), launcher, len(group))) from None
+    log.info("submitted %d run(s) as Slurm job(s) %s", len(group), str(jobs[0].job_id).split("_")[0])
+    return {r.spec.run_id: str(j.job_id) for r, j in zip(group, jobs, strict=True)}

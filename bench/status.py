@@ -12,7 +12,15 @@ from pathlib import Path
 from bench.core.records import read_json, read_jsonl
 from bench.core.runstate import run_state
 
-__all__ = ["run_state", "run_summary", "shown_state", "slurm_jobs", "slurm_states", "status_table"]
+__all__ = [
+    "pending_reasons",
+    "run_state",
+    "run_summary",
+    "shown_state",
+    "slurm_jobs",
+    "slurm_states",
+    "status_table",
+]
 
 
 # Slurm job states after which the job will not run again (sacct's names); anything else is queued or running
@@ -64,6 +72,30 @@ def slurm_states(job_ids: list[str]) -> dict[str, str]:
     return states
 
 
+def pending_reasons(job_ids: list[str]) -> dict[str, str]:
+    """Why Slurm has not started each pending job yet (squeue's reason: Resources, Priority, Dependency,
+    PartitionDown, BeginTime, ...), by job id; {} when Slurm cannot be asked. Only jobs still in the queue."""
+    if not job_ids or shutil.which("squeue") is None:
+        return {}
+    arrays = sorted({j.split("_")[0] for j in job_ids})
+    try:
+        out = subprocess.run(  # -r: one line per array task, so a pending range '12_[3-5%2]' is 12_3, ...
+            ["squeue", "-h", "-r", "-t", "PENDING", "-o", "%i|%r", "-j", ",".join(arrays)],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+    except (subprocess.SubprocessError, OSError):
+        return {}
+    reasons = {}
+    for line in out.splitlines():
+        job, _, reason = line.partition("|")
+        if reason.strip() and reason.strip() != "None":
+            reasons[job.strip()] = reason.strip()
+    return reasons
+
+
 def _process_gone(run_dir: Path) -> bool:
     """True when the run's last attempt was a process on this host that no longer exists."""
     attempts = read_json(run_dir / "status.json").get("attempts") or []
@@ -87,6 +119,8 @@ def shown_state(run_dir: Path, state: str, slurm_state: str) -> str:
         return slurm_state.lower()
     if state == "interrupted" and slurm_state in ("PENDING", "REQUEUED", "RUNNING"):
         return "requeued"
+    if state == "cancelled" and slurm_state in ("PENDING", "RUNNING"):
+        return "resubmitted"  # the latest job of the run is a resubmission's, not the cancelled one
     if state == "running" and not slurm_state and _process_gone(run_dir):
         return "stopped"
     return state
@@ -97,6 +131,7 @@ def status_table(study_dir: Path) -> str:
     Slurm's job and state, the error of a failed run."""
     jobs = slurm_jobs(study_dir)
     slurm = slurm_states(list(jobs.values()))
+    waiting = pending_reasons([j for j in jobs.values() if slurm.get(j) in ("PENDING", "")])
     lines = [f"{'run':52s} {'state':11s} {'stage':9s} {'job':22s} error"]
     counts: dict[str, int] = {}
     names = {p.name for p in study_dir.iterdir() if (p / "manifest.json").exists()} | set(jobs)
@@ -106,6 +141,8 @@ def status_table(study_dir: Path) -> str:
         state = shown_state(folder, state, slurm.get(job, ""))
         counts[state] = counts.get(state, 0) + 1
         job_text = f"{job} {slurm.get(job, '')}".strip()
+        if job in waiting:  # Slurm's reason it has not started the job (Resources, Priority, ...)
+            job_text += f" ({waiting[job]})"
         lines.append(f"{folder.name:52s} {state:11s} {stage:9s} {job_text:22s} {error}".rstrip())
     lines.append(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no runs")
     return "\n".join(lines)

@@ -1,18 +1,19 @@
-"""Studies on a real Slurm cluster: the single-node cluster of bench/cluster/local_slurm.sh, started here if
-it is not running (and stopped again at the end). Slow tier: CI runs it.
+"""Studies on a real Slurm cluster: the single-node cluster of bench/cluster/local_slurm.sh (the `slurm`
+fixture of conftest.py starts it when it is not running, and stops it again at the end). Slow tier: CI runs
+it.
 
 Shown: a 4-run study completes as a job array and its records equal the local launcher's; resubmitting a
 finished study submits nothing; a preempted job (scancel --signal=USR2) requeues and resumes without redoing
-finished stages; a job past its time limit requeues and resumes; a cancelled job shows as cancelled; a run
+finished stages; a job past its time limit requeues and resumes; a job cancelled during training (wandb on) is
+recorded as cancelled, not as wandb's lost connection; a run
 trains in two processes inside one job; Hydra's own submitit launcher runs ad-hoc sweeps."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,25 +26,7 @@ from bench.train.state import last_complete_checkpoint, trainer_dir
 from tests.helpers import REPO, tiny_overrides
 
 pytestmark = pytest.mark.slow
-SCRIPT = REPO / "bench" / "cluster" / "local_slurm.sh"
 SLURM = ("launcher=slurm", "launcher.cpus_per_task=1", "launcher.mem_gb=2", "launcher.time_min=10")
-
-
-def _cluster_up() -> bool:
-    if shutil.which("sinfo") is None:
-        return False
-    return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=10).returncode == 0
-
-
-@pytest.fixture(scope="module")
-def slurm() -> Iterator[None]:
-    started = not _cluster_up()
-    if started:
-        subprocess.run(["bash", str(SCRIPT), "up"], check=True, timeout=900)
-    yield
-    subprocess.run(["scancel", "--user", "root"], check=False)
-    if started:
-        subprocess.run(["bash", str(SCRIPT), "down"], check=True, timeout=120)
 
 
 def _bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -187,13 +170,22 @@ def test_job_past_its_time_limit_requeues_and_resumes(slurm, tiny_root, tmp_path
     assert steps == list(range(50, 3001, 50))
 
 
-def test_cancelled_job_shows_as_cancelled_and_resubmission_picks_it_up(slurm, tiny_root, tmp_path) -> None:
-    study, run_dir = _long_run(tmp_path, "cancel", 5000)
+def test_cancelled_job_is_recorded_as_cancelled_and_resubmission_picks_it_up(
+    slurm, tiny_root, tmp_path, monkeypatch
+) -> None:
+    # wandb on: a plain scancel signals every process of the job, wandb's service too, and the run used to
+    # be recorded as failed with ConnectionResetError from the next write to it
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))  # the job inherits the environment
+    study, run_dir = _long_run(tmp_path, "cancel", 5000, "logging.wandb=true")
     job = slurm_jobs(run_dir.parent)[run_dir.name]
     _wait("training", lambda: _status(run_dir).get("stage") == "train", 300, 0.5)
+    time.sleep(3)  # into the training loop, wandb's service running
     subprocess.run(["scancel", job], check=True)
+    _wait("the folder to record it", lambda: run_state(run_dir)[0] in ("cancelled", "failed"), 60, 0.5)
+    state, stage, error = run_state(run_dir)
+    assert (state, stage) == ("cancelled", "train"), error
+    assert "was cancelled (scancel)" in error and "ConnectionResetError" not in error
     _wait("Slurm to record the cancellation", lambda: _sacct(job) == "CANCELLED", 120, 1)
-    assert run_state(run_dir)[0] == "running"  # the folder cannot know; the status command asks Slurm
     status = _bench("status", "cancel", "--results", str(run_dir.parent.parent))
     line = next(x for x in status.stdout.splitlines() if x.startswith(run_dir.name))
     assert line.split()[1] == "cancelled" and "CANCELLED" in line

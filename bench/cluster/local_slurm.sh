@@ -14,6 +14,7 @@
 #    submitit wait forever. slurmdbd runs against a private MariaDB (own datadir, 127.0.0.1, a spare port).
 #  - no systemd or cgroups here: proctrack/linuxproc, task/none.
 #  - EnforcePartLimits=ALL: a job larger than the node is refused at submission instead of pending forever.
+#  - a second partition, short (MaxTime=5 minutes, same node): the tests' job above a partition's time limit.
 #  - AuthInfo cred_expire=10 and a 2 s scheduler interval: a requeued job starts again within seconds
 #    (the default makes it wait 120 s).
 set -euo pipefail
@@ -130,6 +131,7 @@ ReturnToService=2
 MaxArraySize=10001
 NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+PartitionName=short Nodes=ALL Default=NO MaxTime=5 State=UP
 EOF
 }
 
@@ -152,12 +154,16 @@ up() {
     wait_for 30 slurmdbd sacctmgr -n list cluster
   fi
   sacctmgr -i -Q add cluster "$CLUSTER" >/dev/null 2>&1 || true
-  alive "$STATE/slurmctld.pid" || slurmctld -i
+  if alive "$STATE/slurmctld.pid"; then
+    scontrol reconfigure >/dev/null 2>&1 || true  # a controller started by an older script: rereads slurm.conf
+  else
+    slurmctld -i
+  fi
   alive "$STATE/slurmd.pid" || slurmd
   wait_for 60 slurmctld sinfo -h
   scontrol update nodename="$HOST" state=resume >/dev/null 2>&1 || true
   wait_for 60 "an idle node" bash -c "sinfo -h -o %t | grep -Eq '^(idle|mix|alloc)'"
-  say "up: partition debug, node $HOST with $CPUS CPUs; state in $STATE"
+  say "up: partitions debug and short (5 min), node $HOST with $CPUS CPUs; state in $STATE"
 }
 
 down() {

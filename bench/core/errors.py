@@ -17,6 +17,23 @@ class UnavailableError(ConfigError):
     fails on it; `bench sweep --dry-run` lists it as not checked here and validates everything else."""
 
 
+class Cancelled(BaseException):
+    """The run's job was cancelled from outside (scancel): neither the run's fault nor a preemption that
+    requeues it. A BaseException, like KeyboardInterrupt, so library code that catches Exception lets it
+    through to the runner, which records the run as cancelled."""
+
+
+def cancelled_by(err: BaseException) -> Cancelled | None:
+    """The cancellation behind an error, if any: a cancelled job's helper processes (wandb's service, other
+    training processes) die with it, and code unwinding from the Cancelled can fail on them in turn."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, Cancelled):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 NEAR_MATCH_CUTOFF = (
     0.6  # difflib's ratio: 'dpoo' -> 'dpo', 'lerning_rate' -> 'learning_rate', not 'ipo' -> 'kto'
 )

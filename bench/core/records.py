@@ -253,6 +253,12 @@ class Status:
         self.data["stages"].setdefault(stage, {})["state"] = "interrupted"
         self._save()
 
+    def cancel(self, stage: str, reason: str) -> None:
+        """Cancelled from outside (scancel): stopped for good, not failed; a resubmission resumes."""
+        self.data.update(state="cancelled", stage=stage, error=reason)
+        self.data["stages"].setdefault(stage, {})["state"] = "cancelled"
+        self._save()
+
     def fail(self, stage: str, error: str) -> None:
         self.data.update(state="failed", stage=stage, error=error)
         self.data["stages"].setdefault(stage, {})["state"] = "failed"

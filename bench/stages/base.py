@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
-from bench.core.errors import ConfigError
+from bench.core.errors import ConfigError, cancelled_by
 from bench.core.keys import REFERENCE, key_hash
 from bench.core.records import Status
 from bench.sources import Sources
@@ -99,7 +99,10 @@ def execute(stages: Sequence[Stage], ctx: Context, status: Status | None = None)
                 )
             raise
         except BaseException as err:
-            if status is not None:
+            cancel = cancelled_by(err)
+            if status is not None and cancel is not None:
+                status.cancel(stage.name, f"cancelled during {stage.name}: {cancel}; a resubmission resumes")
+            elif status is not None:
                 status.fail(stage.name, f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=8)}")
             raise
         seconds = time.perf_counter() - t0

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.config import load_spec
-from bench.core.errors import ConfigError
+from bench.core.errors import Cancelled, ConfigError
 from bench.core.records import Status, read_json
 from bench.pipeline import STAGE_NAMES, stages_named
 from bench.sources import select
@@ -79,6 +79,40 @@ def test_a_failing_stage_is_recorded_with_its_error(tmp_path: Path) -> None:
     status = read_json(ctx.run_dir / "status.json")
     assert status["state"] == "failed" and status["stage"] == "needs_count"
     assert "RuntimeError: this seed is unlucky" in status["error"]
+
+
+class CancelledMidway(Stage):
+    """Cancelled by the job's SIGTERM handler; with `then`, unwinding fails on a helper process that died of
+    the same signal (wandb's service: ConnectionResetError)."""
+
+    name = "cancelled"
+
+    def __init__(self, then: BaseException | None = None) -> None:
+        self.then = then
+
+    def outputs(self, ctx: Context) -> list[Path]:
+        return [ctx.run_dir / "never.txt"]
+
+    def run(self, ctx: Context) -> None:
+        try:
+            raise Cancelled("Slurm job 7 was cancelled (scancel)")
+        finally:
+            if self.then is not None:
+                raise self.then
+
+
+@pytest.mark.parametrize("then", [None, ConnectionResetError("Connection lost")])
+def test_a_cancelled_stage_is_recorded_as_cancelled_not_failed(tmp_path: Path, then) -> None:  # type: ignore[no-untyped-def]
+    ctx = _ctx(tmp_path)
+    with pytest.raises(BaseException):  # noqa: B017 - either error goes on to the caller
+        execute([Count(), CancelledMidway(then)], ctx, Status(ctx.run_dir))
+    status = read_json(ctx.run_dir / "status.json")
+    assert (status["state"], status["stage"]) == ("cancelled", "cancelled")
+    assert (
+        status["error"]
+        == "cancelled during cancelled: Slurm job 7 was cancelled (scancel); a resubmission resumes"
+    )
+    assert status["stages"]["count"]["state"] == "done"
 
 
 def test_the_pipeline_names_its_stages_in_order_and_refuses_unknown_ones() -> None:
