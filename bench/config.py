@@ -199,6 +199,17 @@ def _check_ranges(spec: RunSpec) -> None:
         )
     if e.generation.backend not in ("auto", "hf", "vllm"):
         raise ConfigError(f"eval.generation.backend={e.generation.backend!r}: use auto, hf or vllm")
+    a = e.judge_api
+    if a.retries < 0 or a.backoff_s < 0 or a.max_backoff_s < a.backoff_s or a.timeout_s <= 0:
+        raise ConfigError(
+            "need eval.judge_api.retries >= 0, 0 <= backoff_s <= max_backoff_s and timeout_s > 0 (got "
+            f"{a.retries}, {a.backoff_s}, {a.max_backoff_s}, {a.timeout_s})"
+        )
+    if (a.workers is not None and a.workers < 1) or not 0 <= e.judge_max_malformed <= 1:
+        raise ConfigError(
+            f"need eval.judge_api.workers >= 1 or null (got {a.workers}) and 0 <= eval.judge_max_malformed "
+            f"<= 1 (got {e.judge_max_malformed})"
+        )
     if e.every_steps < 0 or e.bootstrap < 0 or not 0 < e.ci_level < 1:
         raise ConfigError("need eval.every_steps >= 0, eval.bootstrap >= 0 and 0 < eval.ci_level < 1")
     if not 0 <= t.warmup_ratio < 1:

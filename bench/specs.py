@@ -122,6 +122,17 @@ class LmEvalSpec:
 
 
 @dataclass(frozen=True)
+class JudgeAPISpec:
+    """How an API judge (alpaca_eval's openai_completions) rides out API faults (bench.judge.api_calls)."""
+
+    retries: int  # tries after the first for a 408/409/429/5xx, a timeout or a dropped connection
+    backoff_s: float  # wait before the first retry, doubled before each next one
+    max_backoff_s: float  # cap on one wait, a server's Retry-After included
+    timeout_s: float  # per request
+    workers: int | None  # concurrent requests; None = alpaca_eval's default (5)
+
+
+@dataclass(frozen=True)
 class EvalSpec:
     samples_per_prompt: int
     max_prompts: int | None
@@ -130,6 +141,8 @@ class EvalSpec:
     judge: str
     judge_model: str | None
     judge_batch_size: int
+    judge_api: JudgeAPISpec
+    judge_max_malformed: float  # largest share of unparseable verdicts a judge stage accepts (then left out)
     reference_outputs: str | None
     alpaca_eval_gamed_csv: str | None
     bootstrap: int

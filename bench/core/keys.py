@@ -123,6 +123,8 @@ CONFIG_INPUTS: dict[str, frozenset[str]] = {
     "eval.judge": _REFERENCE_SIDE,
     "eval.judge_model": _REFERENCE_SIDE,
     "eval.judge_batch_size": NONE,
+    "eval.judge_api": NONE,  # how API faults are retried: the answers are the same
+    "eval.judge_max_malformed": NONE,  # whether a judge stage fails, never what it computes
     "eval.reference_outputs": _REFERENCE_SIDE,
     "eval.alpaca_eval_gamed_csv": _REFERENCE_SIDE,
     "eval.bootstrap": frozenset({_R, _REF}),

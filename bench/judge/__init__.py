@@ -10,9 +10,10 @@ setuptools<81, and sets the root logger to INFO on import). Every judge goes thr
 * AlpacaEval's own annotator configs by folder name (weighted_alpaca_eval_gpt4_turbo, ...), calling the API
   their configs name with the key and base URL from the environment (preflight: bench.judge.api).
 
-Modules: registry (names), api (API preflight), references (what is judged against; AlpacaEval's prompt
-set), annotate (run_judge, check_judge, files), winrates (win rates, bootstrap, length sensitivity), lc (the
-length-controlled GLM offline), markers/toy/local_lm/reward_model (our judges).
+Modules: registry (names), api (API preflight), api_calls (API faults: retries, answers kept), references
+(what is judged against; AlpacaEval's prompt set), annotate (run_judge, check_judge, files), winrates (win
+rates, bootstrap, length sensitivity), lc (the length-controlled GLM offline),
+markers/toy/local_lm/reward_model (our judges).
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from bench.core.errors import ConfigError, UnavailableError
 from bench.core.records import atomic_dir
-from bench.judge.api import check_api_judge, secrets_redacted
+from bench.judge.api import check_api_judge, library_tracebacks_folded, secrets_redacted
+from bench.judge.api_calls import ResumableCompletions
 from bench.judge.references import (
     alpaca_eval_instructions,
     load_gamed_csv,
@@ -116,19 +117,69 @@ def _pair_rows(
 
 
 def _check_complete(df: pd.DataFrame, expected: int) -> None:
-    """Every pair must come back annotated: AlpacaEval drops or NaNs rows whose completion failed to parse."""
+    """Every pair must come back, once: AlpacaEval returns a pair whose verdict failed to parse with a NaN
+    preference (run_judge counts those as malformed); a missing or duplicated pair is a bug."""
     missing = [c for c in [*ID_COLUMNS, "preference", "output_1", "output_2"] if c not in df.columns]
     if missing:
         raise RuntimeError(f"alpaca_eval returned annotations without columns {missing}")
-    n_bad = int(df["preference"].isna().sum())
-    if len(df) != expected or n_bad:
-        raise RuntimeError(
-            f"judge: expected {expected} annotated pairs, got {len(df)} rows ({n_bad} without one)"
-        )
+    if len(df) != expected:
+        raise RuntimeError(f"judge: expected {expected} annotated pairs, got {len(df)} rows")
     if df.duplicated(ID_COLUMNS).any():
         raise RuntimeError(
             "judge: alpaca_eval returned duplicate (prompt_id, policy_sample, reference_sample)"
         )
+
+
+def _drop_malformed(df: pd.DataFrame, spec: RunSpec) -> tuple[pd.DataFrame, int]:
+    """The pairs with a verdict, and how many had an unparseable one (malformed). Those are left out of every
+    win rate, never read as ties or wins; a log line names them, and above eval.judge_max_malformed of all
+    pairs the stage fails (a judge that mostly answers nonsense is misconfigured, not noisy)."""
+    bad = df["preference"].isna()
+    n_bad, n = int(bad.sum()), len(df)
+    if not n_bad:
+        return df, 0
+    pairs = [tuple(int(v) for v in row) for row in df.loc[bad, ID_COLUMNS].itertuples(index=False)]
+    shown = ", ".join(map(str, pairs[:5])) + (", ..." if n_bad > 5 else "")
+    judge = spec.eval.judge
+    log.warning(
+        "judge %s: %d of %d verdicts were malformed (unparseable judge output) and are left out of the win "
+        "rates: (prompt_id, policy_sample, reference_sample) %s",
+        judge, n_bad, n, shown,
+    )  # fmt: skip
+    if n_bad > spec.eval.judge_max_malformed * n:
+        raise ConfigError(
+            f"judge {judge}: {n_bad} of {n} verdicts were malformed (unparseable), more than "
+            f"eval.judge_max_malformed={spec.eval.judge_max_malformed:g} of them: check that the judge's "
+            "model answers in the format its AlpacaEval config parses (the log shows the raw answers), or "
+            "raise eval.judge_max_malformed"
+        )
+    return df[~bad].reset_index(drop=True), n_bad
+
+
+def partial_answers_path(spec: RunSpec, run_dir: Path) -> Path:
+    """judgments/<judge>.partial.jsonl: an API judge's answers kept while its stage is unfinished."""
+    return annotations_path(spec, run_dir).parent.with_suffix(".partial.jsonl")
+
+
+def _resumable_annotator(spec: RunSpec, run_dir: Path) -> Callable[..., Any]:
+    """alpaca_eval.evaluate's `Annotator`: its PairwiseAnnotator with every openai_completions decoder wrapped
+    in ResumableCompletions (retries, answers kept; `annotators` and `fn_completions` are public attributes).
+    Other decoders (anthropic, ...) are left as alpaca_eval runs them."""
+    from alpaca_eval.annotators import PairwiseAnnotator
+    from alpaca_eval.decoders.openai import openai_completions
+
+    calls = ResumableCompletions(
+        openai_completions, partial_answers_path(spec, run_dir), spec.eval.judge_api, spec.eval.judge
+    )
+
+    def build(**kwargs: Any) -> Any:
+        annotator = PairwiseAnnotator(**kwargs)
+        for single in annotator.annotators.values():
+            if single.fn_completions is openai_completions:
+                single.fn_completions = calls
+        return annotator
+
+    return build
 
 
 def _alpaca_eval_index(
@@ -173,9 +224,11 @@ def run_judge(
 
     The reference samples are `reference_rows` (the reference model's), or with eval.reference_outputs that
     file's outputs for each prompt (checked to cover every prompt before anything is annotated).
-    Writes run_dir/judgments/<judge>/annotations.json (one record per pair) and leaderboard.csv (with lc_glm
-    and bootstrap intervals) in one rename, so a killed run leaves nothing; returns the annotations path,
-    skipping the work when it exists.
+    Writes run_dir/judgments/<judge>/annotations.json (one record per pair with a verdict) and leaderboard.csv
+    (with lc_glm, bootstrap intervals, n_pairs and n_malformed: verdicts that did not parse, left out) in one
+    rename, so a killed run leaves nothing; returns the annotations path, skipping the work when it exists.
+    An API judge's answers are kept as they arrive (partial_answers_path), so a rerun after a failure asks
+    only for the missing ones (bench.judge.api_calls).
     """
     judge = resolve_judge(spec.eval.judge)
     path = annotations_path(spec, run_dir)
@@ -196,8 +249,10 @@ def run_judge(
 
     t0 = time.perf_counter()
     log.info("judge %s: annotating %d policy/reference pairs ...", judge.name, len(outputs_1))
-    extra = {} if fn is None else {"fn_completions": fn}
-    with secrets_redacted():
+    extra: dict[str, Any] = {"fn_completions": fn} if fn is not None else {}
+    if judge.kind == "alpaca_eval":
+        extra["Annotator"] = _resumable_annotator(spec, run_dir)
+    with library_tracebacks_folded(), secrets_redacted():
         leaderboard, annotations = alpaca_eval.evaluate(
             model_outputs=pd.DataFrame(outputs_2),
             reference_outputs=pd.DataFrame(outputs_1),
@@ -205,7 +260,7 @@ def run_judge(
             name=POLICY,
             output_path=None,  # we write the files ourselves, atomically
             precomputed_leaderboard=None,
-            caching_path=None,  # a second run with the cache crashes under pandas 3; the stage skips instead
+            caching_path=None,  # a second run with it crashes under pandas 3; api_calls keeps API answers
             is_return_instead_of_print=True,
             sort_by="win_rate",
             fn_metric="get_winrate",
@@ -214,6 +269,7 @@ def run_judge(
         )
     df = pd.DataFrame(annotations)
     _check_complete(df, len(outputs_1))
+    df, n_malformed = _drop_malformed(df, spec)
     df = df.astype({c: int for c in ID_COLUMNS}).sort_values(ID_COLUMNS, kind="stable").reset_index(drop=True)
     if index is not None:
         df["alpaca_eval_index"] = df["instruction"].map(index).astype(int)
@@ -221,8 +277,10 @@ def run_judge(
     rates = win_rates(df, e.bootstrap, e.ci_level, spec.seed, gamed_csv=e.alpaca_eval_gamed_csv)
     for column, value in _leaderboard_extras(rates, spec).items():
         leaderboard[column] = value
+    leaderboard["n_pairs"], leaderboard["n_malformed"] = len(outputs_1), n_malformed
     with atomic_dir(path.parent) as tmp:
         df.to_json(tmp / "annotations.json", orient="records", indent=2, double_precision=15)
         leaderboard.to_csv(tmp / "leaderboard.csv")
+    partial_answers_path(spec, run_dir).unlink(missing_ok=True)  # every answer is in annotations.json now
     log.info("judge %s: %d pairs in %.1f s -> %s", judge.name, len(df), time.perf_counter() - t0, path.parent)
     return path

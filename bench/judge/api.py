@@ -191,6 +191,34 @@ class _RedactSecrets(logging.Filter):
         return True
 
 
+class _FoldLibraryTracebacks(logging.Filter):
+    """alpaca_eval logs every API error and every unparseable verdict with logging.exception, a traceback
+    each; the harness handles both (bench.judge.api_calls retries or raises its own one-line error; run_judge
+    counts malformed verdicts), so each becomes one line ending in the exception's type and text."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and f"{os.sep}alpaca_eval{os.sep}" in record.pathname:
+            err = record.exc_info[1]
+            record.msg, record.args = f"{record.getMessage()} [{type(err).__name__}: {err}]", None
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+@contextlib.contextmanager
+def library_tracebacks_folded() -> Iterator[None]:
+    """While a judge runs: alpaca_eval's logged tracebacks are folded into one line (_FoldLibraryTracebacks).
+    Enter it before secrets_redacted, so the folded line is masked too."""
+    handlers = list(logging.getLogger().handlers)
+    folder = _FoldLibraryTracebacks()
+    for handler in handlers:
+        handler.addFilter(folder)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(folder)
+
+
 @contextlib.contextmanager
 def secrets_redacted() -> Iterator[None]:
     """While a judge runs: keys from the environment are masked in every record reaching the root logger's
@@ -206,6 +234,8 @@ def secrets_redacted() -> Iterator[None]:
     except Exception as err:
         message = f"{type(err).__name__}: {err}"
         if any(s in message for s in secrets):
+            if isinstance(err, ConfigError):  # the harness's one-line errors keep their type (no traceback)
+                raise type(err)(_redact(str(err), secrets)) from None
             raise RuntimeError(f"judge failed: {_redact(message, secrets)}") from None
         raise
     finally:
