@@ -69,7 +69,7 @@ class Shrunk:
 
 
 def stand_in(spec: RunSpec) -> str:
-    """'toy' for a study of the toy world's model (it has a `toy` section: conf/model/toy.yaml), else 'chat'."""
+    """'toy' for a study of the toy world's model (it has a `toy` section), else 'chat'."""
     return "toy" if spec.model.toy else "chat"
 
 
