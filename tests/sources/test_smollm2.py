@@ -23,7 +23,7 @@ pytestmark = [
 ]
 
 
-def test_smollm2_trains_generates_is_judged_and_lm_evaluated(tmp_path: Path) -> None:
+def test_smollm2_trains_generates_is_judged_and_lm_evaluated(tmp_path: Path, tiny_root: Path) -> None:
     base = [
         "model=smollm2_135m",
         "dataset=tiny_chat",
@@ -34,7 +34,7 @@ def test_smollm2_trains_generates_is_judged_and_lm_evaluated(tmp_path: Path) -> 
         "train.max_steps=3",
         "train.learning_rate=5e-6",
         "train.max_length=128",
-        f"paths.cache={tmp_path / 'cache'}",
+        f"paths.cache={tiny_root / 'cache'}",  # the session's: the GGUF is rebuilt once for every test
         f"paths.results={tmp_path / 'results'}",
         f"paths.scratch={tmp_path / 'scratch'}",
         "logging.wandb=false",
