@@ -21,6 +21,7 @@ from typing import ClassVar
 from bench.core.errors import ConfigError
 from bench.core.keys import REFERENCE, key_hash
 from bench.core.records import Status
+from bench.core.space import disk_full_error
 from bench.sources import Sources
 from bench.specs import RunSpec
 
@@ -99,9 +100,15 @@ def execute(stages: Sequence[Stage], ctx: Context, status: Status | None = None)
                 )
             raise
         except BaseException as err:
+            # A full disk, however the library that hit it words it, becomes the one-line DiskFullError: the
+            # user's fix is space, not a bug report, so status.json gets the line and no traceback.
+            full = disk_full_error(err, ctx.run_dir)
             if status is not None:
-                status.fail(stage.name, f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=8)}")
-            raise
+                trace = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=8)}"
+                status.fail(stage.name, str(full) if full else trace)
+            if full is None or full is err:
+                raise
+            raise full from err
         seconds = time.perf_counter() - t0
         if status is not None:
             status.done(stage.name, seconds)
