@@ -120,6 +120,8 @@ def test_kill_9_in_every_stage_resumes_to_the_uninterrupted_records(
     ready: dict[str, Callable[[dict[str, Any]], bool]] = {
         # past the trainer checkpoint of step 2, so the rerun resumes from it
         "train": lambda s: _rows(partial_log) >= 3,
+        # the reference's samples written, its lm-eval and metrics not yet
+        "reference": lambda s: any((root / "results" / "kill" / "_reference").glob("*/generations.jsonl")),
         # half way through evaluating the saved step
         "curve": lambda s: step_gens.exists(),
     }
