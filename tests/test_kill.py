@@ -34,6 +34,7 @@ pytestmark = pytest.mark.slow
 EXTRA = ("study=kill", "eval.every_steps=2", "train.save_steps=2")
 # Fields that are timings, dates or this machine's paths by design; everything else must match exactly.
 TIMING = {"seconds", "tokens_per_s", "time_s", "preference_date", "preference_time_per_example"}
+EXACT = ("generations.jsonl", "metrics.jsonl", "per_prompt.jsonl", "curve.jsonl")  # with every non-JSON file
 TRAIN_SUMMARY = {"train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss"}
 
 
@@ -79,7 +80,7 @@ def comparable(path: Path, root: Path) -> Any:
     and TRL, dates and the end-of-training summary, whose averages cover only the last attempt's steps) the
     parsed record without them; this root's path replaced by a placeholder."""
     text = path.read_text().replace(str(root), "<root>")
-    if path.suffix not in (".json", ".jsonl") or path.name in ("metrics.jsonl", "per_prompt.jsonl"):
+    if path.suffix not in (".json", ".jsonl") or path.name in EXACT:
         return text
     rows = [json.loads(line) for line in text.splitlines()] if path.suffix == ".jsonl" else [json.loads(text)]
     if path.name == "train_info.json":
