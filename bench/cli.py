@@ -31,8 +31,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.core.errors import ConfigError, did_you_mean
+from bench.core.errors import ConfigError, DiskFullError, did_you_mean
 from bench.core.project import project_root
+from bench.core.space import is_disk_full
 from bench.groups import CONF_DIR, GROUPS, LOSS_META_KEYS, options
 from bench.stages import STAGE_NAMES
 
@@ -504,6 +505,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader of the output closed it (`bench ls | head`): nothing went wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as err:  # a full disk: the path and the fix, not a traceback (the run is sound)
+        if not is_disk_full(err):
+            raise
+        full = err if isinstance(err, DiskFullError) else DiskFullError(err.filename or "a file")
+        print(f"error: {full}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

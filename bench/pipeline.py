@@ -19,9 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from bench.config import build_spec, compose
-from bench.core.errors import ConfigError, UnavailableError
+from bench.core.errors import ConfigError, DiskFullError, UnavailableError
 from bench.core.keys import EVAL_TARGET, PREFLIGHT, key_hash
-from bench.core.records import Status, read_json, try_lock, write_manifest
+from bench.core.records import Status, read_json, remove_temporaries, try_lock, write_manifest
 from bench.judge import check_judge
 from bench.sources import Sources, select
 from bench.sources.prompts import check_prompts
@@ -136,14 +136,21 @@ def run_one(
             "model": sources.model.describe(),
             **(manifest_extra or {}),
         }
-        write_manifest(run_dir, run_dir.name, spec.config, extra)
+        remove_temporaries(run_dir)  # left by writes a killed attempt never finished; the lock is ours
         status = Status(run_dir)
-        status.begin_attempt(entered)
-        execute(stages, ctx, status)
-        if all(stage.complete(ctx) for stage in expected):
-            status.finish()
-            finished = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            write_manifest(run_dir, run_dir.name, spec.config, {**extra, "finished": finished})
+        status.hold_reserve()
+        try:
+            write_manifest(run_dir, run_dir.name, spec.config, extra)
+            status.begin_attempt(entered)
+            execute(stages, ctx, status)
+            if all(stage.complete(ctx) for stage in expected):
+                finished = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+                write_manifest(run_dir, run_dir.name, spec.config, {**extra, "finished": finished})
+                status.finish()
+        except DiskFullError as err:
+            if status.data.get("error") != str(err):  # outside a stage (execute records its own)
+                status.fail(None, str(err))
+            raise
     return run_dir
 
 

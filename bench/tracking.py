@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from bench.core.records import scrub_secrets
+from bench.core.space import NEARLY_FULL_BYTES, free_bytes
 from bench.specs import RunSpec
 
 if TYPE_CHECKING:
@@ -47,7 +48,31 @@ def _init(root: Path, **kwargs: Any) -> Any:
     # job artefact: detecting a job's inputs costs about a second per run and nothing here uses it.
     verbose = os.environ.get("WANDB_SILENT", "true").lower() in ("false", "0", "no")
     settings = wandb.Settings(silent=not verbose, quiet=not verbose, disable_job_creation=True)
-    return wandb.init(mode=mode, dir=os.environ.get("WANDB_DIR") or str(root), settings=settings, **kwargs)
+    folder = os.environ.get("WANDB_DIR") or str(root)
+    run = wandb.init(mode=mode, dir=folder, settings=settings, **kwargs)
+    warn_if_full(Path(folder))
+    return run
+
+
+def warn_if_full(folder: Path) -> None:
+    """wandb's writer drops what a full disk refuses without raising (its offline files just end early), so
+    the space is checked here; the run's own records are written and checked by the harness."""
+    free = free_bytes(folder)
+    if free is not None and free < NEARLY_FULL_BYTES:
+        log.warning(
+            "wandb: %s is full (ENOSPC, %d bytes free): its offline files there are incomplete; free space "
+            "or set WANDB_DIR to another filesystem (the run's records are not affected)",
+            folder,
+            free,
+        )
+
+
+def finish_training_run(spec: RunSpec) -> None:
+    """Close the training's wandb run so its (offline) folder is complete before the run moves on."""
+    import wandb
+
+    wandb.finish()
+    warn_if_full(Path(os.environ.get("WANDB_DIR") or str(spec.paths.root)))
 
 
 def start_training_run(spec: RunSpec, run_dir: Path) -> None:
@@ -84,6 +109,7 @@ def log_final_metrics(spec: RunSpec, run_dir: Path, rows: list[dict[str, Any]]) 
                 summary[f"final/{name}"] = row["value"]
         run.summary.update(summary)
         run.finish()
+        warn_if_full(Path(os.environ.get("WANDB_DIR") or str(spec.paths.root)))
     except Exception as err:  # tracking is a side channel: the records on disk are the results
         log.warning("wandb: could not log the final metrics of %s: %s", spec.run_id, err)
 

@@ -4,6 +4,7 @@ one near-match helper every "unknown name" message uses."""
 from __future__ import annotations
 
 import difflib
+import errno
 from collections.abc import Iterable
 
 
@@ -43,3 +44,23 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """' Did you mean 'x' or 'y'?' for the closest of `choices` (up to three), or '' when none is close."""
     near = difflib.get_close_matches(name, list(choices), n=3, cutoff=NEAR_MATCH_CUTOFF)
     return f" Did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
+
+
+class DiskFullError(OSError):
+    """A write failed because its filesystem is full (ENOSPC) or over quota (EDQUOT). Nothing half-written is
+    left: the harness's writes are atomic and the failing stage is recorded as failed, so rerunning the same
+    command once there is space resumes where the run stopped."""
+
+    def __init__(self, path: object, setting: str = "paths.results or paths.scratch") -> None:
+        super().__init__(errno.ENOSPC, "No space left on device", str(path))
+        self.setting = setting
+        self.message = (
+            f"disk full (ENOSPC: no space left on device) writing {path}: free space on that filesystem, or "
+            f"point {setting} at another one, then rerun the same command (finished stages are kept)"
+        )
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[type[DiskFullError], tuple[object, str]]:
+        return DiskFullError, (self.filename, self.setting)  # OSError's own would pass errno as the path

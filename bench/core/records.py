@@ -2,7 +2,9 @@
 
 Every file a stage hands on is written to a temporary name in the same folder and renamed into place, so a
 run killed mid-write leaves either the old file or the new one, never half of one. A stage's output existing
-therefore means the stage finished.
+therefore means the stage finished. A write that runs out of space removes its temporary file and raises
+DiskFullError (bench.core.space); status.json keeps a small reserve file beside it while a run works, so the
+failure can still be recorded on a full disk.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import platform
 import re
@@ -22,6 +25,9 @@ from collections.abc import Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from bench.core.errors import DiskFullError
+from bench.core.space import is_disk_full
 
 # Libraries whose version changes results; recorded in every manifest.
 TRACKED_PACKAGES = (
@@ -42,6 +48,8 @@ TRACKED_PACKAGES = (
 # end of the key, so `api_key` or `hf_token` is redacted but `max_new_tokens` is not.
 SECRET_KEY = re.compile(r"(^|[_.-])(api_?key|key|token|secret|password|passwd|credentials?)$", re.IGNORECASE)
 
+log = logging.getLogger(__name__)
+
 
 def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -56,19 +64,27 @@ def _current_umask() -> int:
 _UMASK = _current_umask()  # read once at import: os.umask can only be read by setting it
 
 
+TEMPORARY = ".*.tmp"  # the names atomic_write_text and atomic_dir write to before the rename
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write `text` to `path` in one rename; on a full disk (DiskFullError) nothing of it is left."""
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be read by the team
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    except BaseException as err:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if is_disk_full(err) and not isinstance(err, DiskFullError):
+            raise DiskFullError(path) from err
         raise
 
 
@@ -90,17 +106,38 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 @contextlib.contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success it replaces `final` in one rename."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    """Yield a temporary sibling folder; on success it replaces `final` in one rename. A body that runs out
+    of space (any library's way of saying so, bench.core.space) raises DiskFullError naming `final`."""
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    except OSError as err:
+        if not is_disk_full(err):
+            raise
+        raise DiskFullError(final) from err
     try:
         yield tmp
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+    except Exception as err:  # examined before the partial folder frees its space (see is_disk_full)
+        if isinstance(err, DiskFullError) or not is_disk_full(err, final.parent):
+            raise
+        raise DiskFullError(final) from err
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_temporaries(folder: Path) -> None:
+    """Delete what writes killed mid-way (kill -9, a node lost) left under `folder`: temporary files and
+    folders that were never renamed into place. Only for a folder whose lock the caller holds."""
+    for path in sorted(folder.rglob(TEMPORARY), reverse=True) if folder.is_dir() else []:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
 
 @contextlib.contextmanager
@@ -201,15 +238,48 @@ def _process_start_time() -> float | None:
 class Status:
     """status.json: the run's current stage and state, per-stage timings, and the error of a failed stage."""
 
+    # Space held back while a run works (hold_reserve, first thing an attempt writes, to finish): on a full
+    # disk, deleting it lets the failure still be written to status.json (an atomic rewrite needs room for a
+    # second copy of the file).
+    RESERVE = ".status.reserve"
+    RESERVE_BYTES = 64 * 1024
+
     def __init__(self, run_dir: Path):
         self.path = run_dir / "status.json"
+        self.reserve = run_dir / self.RESERVE
         self.data: dict[str, Any] = (
             read_json(self.path) if self.path.exists() else {"state": "pending", "stage": None, "stages": {}}
         )
 
     def _save(self) -> None:
         self.data["updated"] = now()
-        atomic_write_json(self.path, self.data)
+        try:
+            atomic_write_json(self.path, self.data)
+        except DiskFullError:
+            if not self.reserve.exists():
+                raise
+            self.reserve.unlink()
+            atomic_write_json(self.path, self.data)
+
+    def hold_reserve(self) -> None:
+        """Create the reserve file unless it exists (first thing an attempt writes); on a disk already full,
+        go without."""
+        if self.reserve.exists():
+            return
+        try:
+            with open(self.reserve, "wb") as fh:
+                fh.write(os.urandom(self.RESERVE_BYTES))  # random: a compressing filesystem must store it
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError:
+            self.reserve.unlink(missing_ok=True)
+
+    def _record(self) -> None:
+        """_save for a failure being reported: a full disk must not replace the error being recorded."""
+        try:
+            self._save()
+        except DiskFullError as err:
+            log.warning("could not record the run's state in %s: %s", self.path, err)
 
     def start(self, stage: str) -> None:
         self.data.update(state="running", stage=stage, error=None)
@@ -251,21 +321,24 @@ class Status:
         """Stopped from outside (preemption, time limit, Ctrl-C): not the run's fault; a rerun resumes."""
         self.data.update(state="interrupted", stage=stage, error=reason)
         self.data["stages"].setdefault(stage, {})["state"] = "interrupted"
-        self._save()
+        self._record()
 
     def cancel(self, stage: str, reason: str) -> None:
         """Cancelled from outside (scancel): stopped for good, not failed; a resubmission resumes."""
         self.data.update(state="cancelled", stage=stage, error=reason)
         self.data["stages"].setdefault(stage, {})["state"] = "cancelled"
-        self._save()
+        self._record()
 
-    def fail(self, stage: str, error: str) -> None:
+    def fail(self, stage: str | None, error: str) -> None:
+        """The run failed, in `stage` or (None) around the stages (e.g. writing its manifest)."""
         self.data.update(state="failed", stage=stage, error=error)
-        self.data["stages"].setdefault(stage, {})["state"] = "failed"
-        self._save()
+        if stage is not None:
+            self.data["stages"].setdefault(stage, {})["state"] = "failed"
+        self._record()
 
     def finish(self) -> None:
         self.data.update(state="done", stage=None, error=None)
         if self.data.get("attempts"):
             self.data["attempts"][-1]["t_end"] = time.time()
         self._save()
+        self.reserve.unlink(missing_ok=True)

@@ -21,6 +21,7 @@ from typing import ClassVar
 from bench.core.errors import ConfigError, cancelled_by
 from bench.core.keys import REFERENCE, key_hash
 from bench.core.records import Status
+from bench.core.space import disk_full_error
 from bench.sources import Sources
 from bench.specs import RunSpec
 
@@ -102,9 +103,16 @@ def execute(stages: Sequence[Stage], ctx: Context, status: Status | None = None)
             cancel = cancelled_by(err)
             if status is not None and cancel is not None:
                 status.cancel(stage.name, f"cancelled during {stage.name}: {cancel}; a resubmission resumes")
-            elif status is not None:
-                status.fail(stage.name, f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=8)}")
-            raise
+                raise
+            # A full disk, however the library that hit it words it, becomes the one-line DiskFullError: the
+            # user's fix is space, not a bug report, so status.json gets the line and no traceback.
+            full = disk_full_error(err, ctx.run_dir)
+            if status is not None:
+                trace = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=8)}"
+                status.fail(stage.name, str(full) if full else trace)
+            if full is None or full is err:
+                raise
+            raise full from err
         seconds = time.perf_counter() - t0
         if status is not None:
             status.done(stage.name, seconds)

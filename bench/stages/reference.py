@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.core.records import file_lock, read_jsonl
+from bench.core.records import file_lock, read_jsonl, remove_temporaries
 from bench.judge import annotations_path, run_judge
 from bench.stages.base import Context, Stage
 from bench.stages.generate import GENERATIONS, sample_reference
@@ -32,6 +32,7 @@ class Reference(Stage):
     def run(self, ctx: Context) -> None:
         folder = ctx.reference_dir
         with file_lock(folder / ".lock"):  # one process computes it; the others wait, then find it
+            remove_temporaries(folder)  # a killed holder's unfinished writes
             if not (folder / GENERATIONS).exists():
                 sample_reference(ctx, folder)
             if ctx.spec.eval.reference_outputs and not annotations_path(ctx.spec, folder).exists():

@@ -19,15 +19,17 @@ import torch
 from omegaconf import OmegaConf
 
 from bench.config import build_spec
-from bench.core.errors import ConfigError
-from bench.core.records import atomic_write_json, read_json
+from bench.core.errors import ConfigError, DiskFullError
+from bench.core.records import atomic_write_json, read_json, remove_temporaries
+from bench.core.space import disk_full_error
 from bench.losses import build_loss
 from bench.sources import Sources, select
 from bench.specs import RunSpec
-from bench.tracking import start_training_run
+from bench.tracking import finish_training_run, start_training_run
 from bench.train.distributed import launch_training
 from bench.train.refcache import model_identity
 from bench.train.state import (
+    discard_partial_saves,
     is_main_process,
     keep_log_until,
     last_complete_checkpoint,
@@ -77,6 +79,7 @@ def _train_here(spec: RunSpec, sources: Sources, run_dir: Path) -> Path:
         torch.set_num_threads(t.threads)
     if is_main_process():
         set_aside_damaged(trainer_dir(spec))
+        remove_temporaries(step_checkpoints_dir(spec))  # a killed attempt's unfinished step saves
     resume = last_complete_checkpoint(trainer_dir(spec))
     if is_main_process():
         keep_log_until(partial_log, resume[1] if resume else 0)
@@ -143,12 +146,21 @@ def _train_here(spec: RunSpec, sources: Sources, run_dir: Path) -> Path:
         log.info("resuming training of %s from step %d (%s)", spec.loss.name, resume[1], resume[0].name)
     else:
         log.info("training %s on %d pairs", spec.loss.name, len(rows))
-    trainer.train(resume_from_checkpoint=str(resume[0]) if resume else None)
-    if spec.logging.wandb:  # close the run so its (offline) folder is complete before we move on
-        import wandb
-
-        wandb.finish()
-    publish_final(trainer, tokenizer, checkpoint)
+    try:
+        trainer.train(resume_from_checkpoint=str(resume[0]) if resume else None)
+        if spec.logging.wandb:
+            finish_training_run(spec)
+        publish_final(trainer, tokenizer, checkpoint)
+    except Exception as err:
+        # torch.save and safetensors word a full disk their own ways (bench.core.space); the half-written
+        # save is deleted so that freeing space is all a rerun needs, and it resumes from the intact one.
+        full = disk_full_error(err, trainer_dir(spec), "paths.scratch")
+        if full is None:
+            raise
+        failed = discard_partial_saves(spec) if is_main_process() else None
+        if failed is not None and full.filename == str(trainer_dir(spec)):
+            full = DiskFullError(failed, "paths.scratch")
+        raise full from err
     if is_main_process():
         info = {
             "reference_model": str(ref_path),  # the resolved folder (a Hub snapshot names its commit)

@@ -16,7 +16,8 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.core.records import atomic_dir, atomic_write_text, read_jsonl
+from bench.core.records import atomic_dir, atomic_write_text, remove_temporaries
+from bench.core.space import append_whole
 
 if TYPE_CHECKING:
     from bench.specs import RunSpec
@@ -102,11 +103,40 @@ def set_aside_damaged(folder: Path) -> None:
 
 
 def keep_log_until(path: Path, step: int) -> None:
-    """Cut the partial train log back to rows of steps <= `step` (steps past the checkpoint are redone)."""
+    """Cut the partial train log back to rows of steps <= `step` (steps past the checkpoint are redone),
+    and to the rows before any unreadable one (a row cut short by a crash). The end-of-training summary row
+    goes too: a training resumed from its last checkpoint logs its own."""
     if not path.exists():
         return
-    rows = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            log.warning("%s: dropping a partial row and any after it", path)
+            break
+        if row.get("step", 0) <= step and "train_runtime" not in row:
+            rows.append(row)
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def discard_partial_saves(spec: RunSpec) -> Path | None:
+    """After a save ran out of space: delete the checkpoint folders it left half-written (set aside they would
+    keep the disk full; the intact older one stays) and the unpublished final model. Returns the folder
+    whose save failed, for the error message. Main process only."""
+    failed = None
+    folder = trainer_dir(spec)
+    for path in sorted(folder.glob("checkpoint-*")) if folder.is_dir() else []:
+        if damage(path) is not None:
+            shutil.rmtree(path, ignore_errors=True)
+            log.warning("removed %s, cut short by the full disk", path)
+            failed = path
+    staging = spec.checkpoint_dir().with_name(spec.checkpoint_dir().name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging, ignore_errors=True)
+        failed = failed or staging
+    remove_temporaries(step_checkpoints_dir(spec))
+    return failed
 
 
 def log_callback(path: Path) -> Any:
@@ -116,7 +146,7 @@ def log_callback(path: Path) -> Any:
         """Append each TRL log row to the partial train log (rank 0) and print a progress line."""
 
         def __init__(self) -> None:
-            self.fh: Any = None
+            self.fd: int | None = None
             self.t0 = time.perf_counter()
 
         def on_log(
@@ -130,10 +160,9 @@ def log_callback(path: Path) -> Any:
                 "time_s": round(time.perf_counter() - self.t0, 3),
             }
             row.update(logs or {})
-            if self.fh is None:
-                self.fh = path.open("a")  # a resumed run appends to the rows kept by keep_log_until
-            self.fh.write(json.dumps(row) + "\n")
-            self.fh.flush()
+            if self.fd is None:  # a resumed run appends to the rows kept by keep_log_until
+                self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            append_whole(self.fd, (json.dumps(row) + "\n").encode(), path)  # whole rows, even on a full disk
             if "loss" in row:
                 log.info(
                     "train step %d/%d loss %.4f margin %.3f acc %.2f",
@@ -145,8 +174,9 @@ def log_callback(path: Path) -> Any:
                 )
 
         def on_train_end(self, *a: Any, **kw: Any) -> None:
-            if self.fh is not None:
-                self.fh.close()
+            if self.fd is not None:
+                os.close(self.fd)
+                self.fd = None
 
     return JsonlLog()
 
