@@ -213,9 +213,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         from bench.launch import ask_cluster
 
         print("\n".join(ask_cluster(data["study"], todo)))
-    if args.dry_run or not todo:
-        return _wait_for(runs) if args.wait and not args.dry_run else 0
+    if args.dry_run:
+        return 0
     from bench.launch import submit
+
+    if not todo:  # nothing to run; the study's record still names its question, source and runs
+        submit(data, runs, [])
+        return _wait_for(runs) if args.wait else 0
 
     _quiet_libraries()
     job_ids = submit(data, runs, todo)

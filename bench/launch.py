@@ -79,7 +79,10 @@ def _detached_output() -> Iterator[None]:
             os.close(fd)
 
 
-def _record(study_dir: Path, data: dict[str, Any], runs: list[PlannedRun], entry: dict[str, Any]) -> None:
+def _record(
+    study_dir: Path, data: dict[str, Any], runs: list[PlannedRun], entry: dict[str, Any] | None
+) -> None:
+    """study.json: the question, source and runs of the study, and its submissions (`entry`; None: none)."""
     path = study_dir / "study.json"
     with file_lock(study_dir / ".study.lock"):
         manifest = read_json(path) if path.exists() else {"submissions": []}
@@ -89,7 +92,8 @@ def _record(study_dir: Path, data: dict[str, Any], runs: list[PlannedRun], entry
             source=data.get("source"),  # a published comparison (bench report reads it)
             runs=[{"run_id": r.spec.run_id, "variant": r.variant, "overrides": r.overrides} for r in runs],
         )
-        manifest["submissions"].append(entry)
+        if entry is not None:
+            manifest["submissions"].append(entry)
         atomic_write_json(path, manifest)
 
 
@@ -245,16 +249,20 @@ def ask_cluster(study: str, todo: list[PlannedRun]) -> list[str]:
 
 
 def submit(data: dict[str, Any], runs: list[PlannedRun], todo: list[PlannedRun]) -> list[str]:
-    """Launch the unfinished runs with the study's launcher; returns the job ids (none for inproc)."""
-    launcher = todo[0].spec.launcher
+    """Launch the unfinished runs with the study's launcher; returns the job ids (none for inproc). With no
+    unfinished run, only the study's record (study.json: question, source, runs) is brought up to date."""
+    launcher = (todo or runs)[0].spec.launcher
     kind = launcher.kind
-    study_dir = todo[0].spec.paths.results / data["study"]
+    study_dir = runs[0].spec.paths.results / data["study"]
     study_dir.mkdir(parents=True, exist_ok=True)
     entry: dict[str, Any] = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "launcher": kind,
         "runs": [r.spec.run_id for r in todo],
     }
+    if not todo:
+        _record(study_dir, data, runs, None)
+        return []
     if kind == "inproc":
         _record(study_dir, data, runs, entry | {"job_ids": []})
         for run in todo:

@@ -3,6 +3,11 @@
 on the shipped chat pairs) through every stage, and `bench report` builds its report, the published comparison
 included. A new study file is covered by being in sweeps/.
 
+Two study files can shrink to the same experiments (the same run ids: the SimPO paper's Llama-3 Base and
+Instruct settings differ only in their model and data, which the stand-in replaces). The later one then starts
+from the earlier one's finished run folders, as a results folder holding those experiments would: its sweep
+must find every run finished (nothing finished is recomputed); its report is built from them, with its source.
+
 All studies share one results root and the session's cache (tests/conftest.py, tiny_root): the stand-in model
 is rebuilt from its GGUF once, the tiny toy world is built once, and runs with the same reference inputs share
 their reference log-probs."""
@@ -12,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -22,6 +28,7 @@ import yaml
 
 from bench.core.records import read_jsonl
 from bench.core.runstate import run_state
+from bench.study import expand
 from tests.helpers import REPO
 
 pytestmark = [
@@ -33,6 +40,7 @@ pytestmark = [
 ]
 STUDIES = sorted((REPO / "sweeps").glob("*.yaml"))
 TIMES: dict[str, float] = {}
+RAN: dict[frozenset[str], str] = {}  # the run ids of a shrunk study that ran -> its study folder's name
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +63,17 @@ def test_every_study_runs_shrunk_through_every_stage_and_its_report(study_file: 
     where = [f"paths.results={results}", "logging.wandb=false"]  # wandb has its own tests
 
     started = time.monotonic()
+    study = f"{data['study']}_shrunk"
+    ids = frozenset(r.spec.run_id for r in expand(study_file, where, shrunk=[])[1])
+    same = RAN.setdefault(ids, study)
+    if same != study:  # the same experiments as an earlier study's: its finished run folders
+        for item in (results / same).iterdir():
+            if item.name in ids or item.name == "_reference":
+                shutil.copytree(item, results / study / item.name, symlinks=True)
     ran = _bench(root, "sweep", str(study_file), "--shrink", "launcher=local", "--wait", *where)
     assert "tiny stand-in; replaced:" in ran.stdout
-    study = f"{data['study']}_shrunk"
+    if same != study:
+        assert f"{len(ids)} finished, 0 to run" in ran.stdout, ran.stdout[-2000:]
     report = _bench(root, "report", study, "--results", str(results))
     TIMES[study_file.stem] = time.monotonic() - started
     print(f"{study_file.name}: shrunk study and report in {TIMES[study_file.stem]:.0f} s")
