@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
@@ -45,9 +46,13 @@ def _init(root: Path, **kwargs: Any) -> Any:
 
     mode = cast(Literal["online", "offline", "disabled", "shared"], os.environ.get("WANDB_MODE") or "offline")
     # Quiet unless asked (WANDB_SILENT=false): its banners and summary would bury the run's own summary. No
-    # job artefact: detecting a job's inputs costs about a second per run and nothing here uses it.
+    # job artefact and no requirements.txt (a scan of every installed package's metadata, 0.3 s a run): the
+    # manifest records the library versions that matter, and nothing here uses either.
     verbose = os.environ.get("WANDB_SILENT", "true").lower() in ("false", "0", "no")
-    settings = wandb.Settings(silent=not verbose, quiet=not verbose, disable_job_creation=True)
+    settings = wandb.Settings(
+        silent=not verbose, quiet=not verbose, disable_job_creation=True, x_save_requirements=False
+    )
+    _skip_unstaged_launch_inputs(wandb)
     folder = os.environ.get("WANDB_DIR") or str(root)
     run = wandb.init(mode=mode, dir=folder, settings=settings, **kwargs)
     warn_if_full(Path(folder))
@@ -73,6 +78,30 @@ def finish_training_run(spec: RunSpec) -> None:
 
     wandb.finish()
     warn_if_full(Path(os.environ.get("WANDB_DIR") or str(spec.paths.root)))
+
+
+# The module wandb keeps launch-job inputs in; anything that stages one imports it first.
+_LAUNCH_INPUTS = "wandb.sdk.launch.inputs.internal"
+
+
+def _skip_unstaged_launch_inputs(wandb: Any) -> None:
+    """Make wandb.init skip applying launch-job inputs when none can have been staged. Every init imports
+    wandb's launch package for that (its job agent and public API: 2.5-3 s in a process that has torch and
+    transformers loaded, as pydantic reads its models' sources), even with job creation off, to apply inputs
+    that only `wandb.sdk.launch` calls in this process stage. Without that module imported there are none, so
+    the step is skipped; with it, wandb's own method runs. A wandb without the method is left as it is."""
+    run_class = getattr(getattr(wandb, "sdk", None), "wandb_run", None)
+    run_class = getattr(run_class, "Run", None)
+    original = getattr(run_class, "_detect_and_apply_job_inputs", None)
+    if original is None or getattr(original, "_bench_skips_unstaged", False):
+        return
+
+    def detect_and_apply_job_inputs(run: Any) -> None:
+        if _LAUNCH_INPUTS in sys.modules:
+            original(run)
+
+    detect_and_apply_job_inputs._bench_skips_unstaged = True  # type: ignore[attr-defined]
+    run_class._detect_and_apply_job_inputs = detect_and_apply_job_inputs  # type: ignore[union-attr]
 
 
 def start_training_run(spec: RunSpec, run_dir: Path) -> None:

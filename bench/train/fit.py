@@ -34,6 +34,7 @@ from bench.train.state import (
     keep_log_until,
     last_complete_checkpoint,
     log_callback,
+    no_final_checkpoint,
     publish_final,
     set_aside_damaged,
     step_checkpoints_dir,
@@ -112,7 +113,8 @@ def _train_here(spec: RunSpec, sources: Sources, run_dir: Path) -> Path:
         # transformers 5 name; TRL defaults its deprecated alias gradient_checkpointing to True
         activation_checkpointing=t.gradient_checkpointing,
         logging_steps=t.logging_steps,
-        # Resumable checkpoints (weights, optimiser, scheduler, RNG); only the newest is kept.
+        # Resumable checkpoints (weights, optimiser, scheduler, RNG); only the newest is kept, and none at the
+        # last step (no_final_checkpoint: publish_final saves the policy).
         save_strategy="steps" if t.save_steps else "no",
         save_steps=t.save_steps or 1,
         save_total_limit=1,
@@ -127,7 +129,7 @@ def _train_here(spec: RunSpec, sources: Sources, run_dir: Path) -> Path:
         # in memory and no reference forward runs per step (TRL then passes them in each batch).
         precompute_ref_log_probs=True,
     )
-    callbacks = [log_callback(partial_log)]
+    callbacks = [log_callback(partial_log), no_final_checkpoint()]
     if spec.eval.every_steps:
         callbacks.append(step_saver(step_checkpoints_dir(spec), spec.eval.every_steps, tokenizer))
     trainer = VariantTrainer(

@@ -202,6 +202,24 @@ def step_saver(folder: Path, every: int, tokenizer: Any) -> Any:
     return StepSaver()
 
 
+def no_final_checkpoint() -> Any:
+    from transformers import TrainerCallback
+
+    class NoFinalCheckpoint(TrainerCallback):  # type: ignore[misc]
+        """No trainer checkpoint at the last step. transformers' DefaultFlowCallback (which runs before this
+        one) saves one there whatever save_steps says: weights, optimiser state, scheduler and RNG, 1.5 GB and
+        3-5 s for a 135M model here, minutes for a 7B one. Nothing resumes from a finished training:
+        publish_final saves the policy and the stage then deletes the trainer folder. The save_steps
+        checkpoints before the last step are untouched, so a stopped run still resumes; one stopped between
+        the last step and the publishing redoes the steps since the newest of them."""
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if state.global_step >= state.max_steps:
+                control.should_save = False
+
+    return NoFinalCheckpoint()
+
+
 def publish_final(trainer: Any, tokenizer: Any, checkpoint: Path) -> None:
     """Save the trained policy to `checkpoint` in one rename. Every process calls this (FSDP and DeepSpeed
     gather the weights collectively); rank 0 writes and renames."""

@@ -11,6 +11,7 @@ Doubled BOS tokens are removed here, with a warning saying how many rows had the
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from bench.core.chat import leading_bos
@@ -19,12 +20,25 @@ from bench.core.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
+def column(dataset: Any, name: str) -> list[Any]:
+    """One column as a list, read in one go: iterating a `datasets` column formats it row by row, about ten
+    times slower (0.1 s per column of 2000 pairs on this CPU, paid by every run)."""
+    return list(dataset[name][:])
+
+
+def id_rows(dataset: Any) -> Iterator[dict[str, Any]]:
+    """The rows' prompt_ids, chosen_ids and rejected_ids, from three column reads (`column`)."""
+    names = ("prompt_ids", "chosen_ids", "rejected_ids")
+    for ids in zip(*(column(dataset, name) for name in names), strict=True):
+        yield dict(zip(names, ids, strict=True))
+
+
 def single_bos(dataset: Any, tokenizer: Any) -> Any:
     """The dataset with every prompt_ids starting with at most one BOS."""
     bos = tokenizer.bos_token_id
     if bos is None or "prompt_ids" not in dataset.column_names:
         return dataset
-    doubled = sum(1 for ids in dataset["prompt_ids"] if leading_bos(ids, bos) > 1)
+    doubled = sum(1 for ids in column(dataset, "prompt_ids") if leading_bos(ids, bos) > 1)
     if not doubled:
         return dataset
     log.warning(
@@ -54,8 +68,8 @@ def check_lengths(dataset: Any, total: int, max_length: int | None) -> None:
     dropped = total - len(dataset)
     cut = sum(
         1
-        for p, c, r in zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"], strict=True)
-        if len(p) + max(len(c), len(r)) > max_length
+        for row in id_rows(dataset)
+        if len(row["prompt_ids"]) + max(len(row["chosen_ids"]), len(row["rejected_ids"])) > max_length
     )
     over = dropped + cut
     if not over:

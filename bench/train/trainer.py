@@ -23,7 +23,7 @@ from trl import DPOTrainer
 from bench.losses import PreferenceLoss, SequenceStats
 from bench.train.klpairs import KL_COLUMNS, KLPairCollator, add_kl_completions, kl_view
 from bench.train.refcache import cached_reference_logps, pairs_key
-from bench.train.tokens import check_lengths, single_bos
+from bench.train.tokens import check_lengths, id_rows, single_bos
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class VariantTrainer(DPOTrainer):  # type: ignore[misc]
         args: Any = self.args  # a DPOConfig
         model: Any = self.model  # still the reference weights here
         settings = {"max_length": args.max_length, "truncation": args.truncation_mode}
-        key = pairs_key(pairs, self.refstats["identity"], settings)
+        key = pairs_key(id_rows(pairs), self.refstats["identity"], settings)
 
         def compute() -> tuple[torch.Tensor, torch.Tensor]:
             loader = DataLoader(pairs, batch_size=batch_size, collate_fn=self.data_collator, shuffle=False)

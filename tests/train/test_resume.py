@@ -78,6 +78,35 @@ def test_interrupted_training_resumes_from_its_checkpoint_and_matches_an_uninter
     assert resumed == pytest.approx(logged, abs=1e-6)
 
 
+def test_no_trainer_checkpoint_is_written_at_the_last_step_but_save_steps_ones_are(
+    tiny_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """transformers saves a trainer checkpoint (with optimiser state) at the last step whatever save_steps
+    says; nothing resumes from it (publish_final saves the policy), so it is skipped, and the save_steps
+    checkpoints before it, which a stopped run resumes from, are still written."""
+    saved: list[tuple[int, list[str]]] = []
+    real = train_state.log_callback
+
+    def recording(path: Path) -> Any:
+        callback = real(path)
+
+        def on_save(args: Any, state: Any, control: Any, **kw: Any) -> None:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            saved.append((state.global_step, sorted(p.name for p in folder.iterdir())))
+
+        callback.on_save = on_save
+        return callback
+
+    spec = load_spec(tiny_overrides(tiny_root, "study=final_save", "train.max_steps=4", "train.save_steps=2"))
+    monkeypatch.setattr("bench.train.fit.log_callback", recording)
+    run_train(spec, select(spec), spec.run_dir())
+    assert [step for step, _ in saved] == [2]  # not 4, the last step
+    assert {"optimizer.pt", "trainer_state.json", "model.safetensors"} <= set(saved[0][1])
+    assert (spec.checkpoint_dir() / "model.safetensors").exists()  # the policy is published all the same
+    steps = [r["step"] for r in read_jsonl(spec.run_dir() / "train_log.jsonl") if "loss" in r]
+    assert steps == [1, 2, 3, 4]
+
+
 def test_a_partially_written_checkpoint_is_skipped(tmp_path: Path) -> None:
     for step, complete in ((2, True), (4, False)):
         folder = tmp_path / f"checkpoint-{step}"
