@@ -49,20 +49,21 @@ def _array_tasks(job_field: str) -> list[str]:
     return tasks
 
 
+def _ask(command: list[str]) -> str | None:
+    """A Slurm query's output; None when Slurm cannot be asked (not installed, down, too slow)."""
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=20, check=True).stdout
+    except (subprocess.SubprocessError, OSError):
+        return None
+
+
 def slurm_states(job_ids: list[str]) -> dict[str, str]:
     """Slurm's state of each job id (sacct), or {} when Slurm cannot be asked: it is only a hint."""
     if not job_ids or shutil.which("sacct") is None:
         return {}
     arrays = sorted({j.split("_")[0] for j in job_ids})
-    try:
-        out = subprocess.run(
-            ["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(arrays)],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=True,
-        ).stdout
-    except (subprocess.SubprocessError, OSError):
+    out = _ask(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(arrays)])
+    if out is None:
         return {}
     states: dict[str, str] = {}
     for line in out.splitlines():
@@ -78,15 +79,9 @@ def pending_reasons(job_ids: list[str]) -> dict[str, str]:
     if not job_ids or shutil.which("squeue") is None:
         return {}
     arrays = sorted({j.split("_")[0] for j in job_ids})
-    try:
-        out = subprocess.run(  # -r: one line per array task, so a pending range '12_[3-5%2]' is 12_3, ...
-            ["squeue", "-h", "-r", "-t", "PENDING", "-o", "%i|%r", "-j", ",".join(arrays)],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=True,
-        ).stdout
-    except (subprocess.SubprocessError, OSError):
+    # -r: one line per array task, so a pending range '12_[3-5%2]' is 12_3, ...
+    out = _ask(["squeue", "-h", "-r", "-t", "PENDING", "-o", "%i|%r", "-j", ",".join(arrays)])
+    if out is None:
         return {}
     reasons = {}
     for line in out.splitlines():
