@@ -269,6 +269,8 @@ def _print(args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]]) -> N
         f"harness/bare (median of paired ratios): whole {ratio['whole']:.3f}x (target <= 1.05x), "
         f"per step {ratio['per step']:.3f}x, fixed {ratio['fixed']:.2f}x"
     )
+    extra = statistics.median(fixed(h) - fixed(b) for h, b in pairs)
+    print(f"harness's extra fixed cost (its fixed - bare's, median over pairs): {extra:.2f} s")
     excluded, read = med("bare", "ref_subtracted"), med("harness", "ref_read")
     print(
         f"excluded: bare TRL's own reference pass, median {excluded:.2f} s; included: the harness's read "
