@@ -222,6 +222,10 @@ def test_hydra_submitit_launcher_runs_an_adhoc_sweep(slurm, tiny_root, tmp_path)
         "hydra.launcher.cpus_per_task=1",
         "hydra.launcher.mem_gb=2",
         f"hydra.sweep.dir={tmp_path / 'multirun'}",
+        # One folder that exists before submission, not the plugin's default .submitit/%j: submitit makes a
+        # job's %j folder only after sbatch returns, and this cluster can start the job first, whose stdout
+        # then cannot be opened (seen once: "Could not open stdout file ...: No such file or directory").
+        f"hydra.launcher.submitit_folder={tmp_path / 'multirun' / '.submitit'}",
     ]
     cmd = [sys.executable, "-m", "bench.run", "-m", *overrides]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
