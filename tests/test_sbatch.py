@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import pytest
 
+import bench.slurm_job
 from bench.cli import main
+from bench.core import errors
 from bench.config import load_spec
 from bench.sbatch import Node, blame, one_line
-from bench.slurm_job import ending
+from bench.slurm_job import CancelWatch, ending
 from bench.specs import LauncherSpec
 from tests.helpers import tiny_overrides
 
@@ -108,3 +110,43 @@ def test_dry_run_without_slurm_says_it_did_not_ask(tiny_root, tmp_path, monkeypa
     out = capsys.readouterr().out
     said = "slurm: did not ask the cluster whether it would accept the job(s): sbatch, srun, sacct, sinfo not"
     assert f"{said} on PATH" in out
+
+
+def test_an_error_after_an_undecided_sigterm_is_a_cancellation_once_slurm_says_so(
+    tmp_path, monkeypatch
+) -> None:
+    # The CI race: the controller still said RUNNING when the handler asked, the handler let the run go on,
+    # and the next write to wandb's dead service failed. The failure asks the watch again. The controller's
+    # answers are scripted here; test_slurm.py cancels a real job.
+    monkeypatch.setenv("SLURM_JOB_ID", "114")
+    monkeypatch.setattr(errors, "CANCEL_PROBES", [])
+    monkeypatch.setattr(bench.slurm_job, "CANCEL_PROBES", errors.CANCEL_PROBES)
+    monkeypatch.setattr(bench.slurm_job.signal, "signal", lambda *a: None)  # pytest keeps its own handler
+    states = iter(["RUNNING", "RUNNING", "CANCELLED"])
+    monkeypatch.setattr(bench.slurm_job, "job_state", lambda job: next(states))
+    stderr = tmp_path / "114_0_log.err"
+    stderr.write_text(
+        "an earlier attempt\n*** JOB 114 ON vm CANCELLED AT 2026-12-02T04:00:17 DUE TO JOB REQUEUE ***\n"
+    )
+    watch = CancelWatch(stderr)
+    watch.install()
+    assert errors.cancelled_by(ConnectionResetError("Connection lost")) is None  # no SIGTERM yet: a failure
+    watch.on_sigterm(15, None)  # RUNNING: left to the run
+    with stderr.open("a") as f:
+        f.write("slurmstepd-vm: error: *** JOB 114 ON vm CANCELLED AT 2026-12-02T04:44:03 ***\n")
+    found = errors.cancelled_by(ConnectionResetError("Connection lost"))
+    assert found is not None and "114 was cancelled" in str(found)
+
+
+def test_an_error_after_a_time_limit_sigterm_stays_a_failure(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("SLURM_JOB_ID", "82")
+    monkeypatch.setattr(errors, "CANCEL_PROBES", [])
+    monkeypatch.setattr(bench.slurm_job, "CANCEL_PROBES", errors.CANCEL_PROBES)
+    monkeypatch.setattr(bench.slurm_job.signal, "signal", lambda *a: None)
+    monkeypatch.setattr(bench.slurm_job, "job_state", lambda job: "TIMEOUT")
+    stderr = tmp_path / "82_0_log.err"
+    watch = CancelWatch(stderr)
+    watch.install()
+    stderr.write_text("*** JOB 82 ON vm CANCELLED AT 2026-12-02T04:00:17 DUE TO TIME LIMIT ***\n")
+    watch.on_sigterm(15, None)  # submitit's: no Cancelled
+    assert errors.cancelled_by(ConnectionResetError("Connection lost")) is None

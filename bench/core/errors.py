@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import difflib
 import errno
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 
 class ConfigError(ValueError):
@@ -24,6 +24,12 @@ class Cancelled(BaseException):
     through to the runner, which records the run as cancelled."""
 
 
+# Asked when a stage fails with no Cancelled in its error's chain (bench.slurm_job.CancelWatch registers one):
+# the job's helper processes die of the same SIGTERM as the run, so the first error can come from them before
+# the run's own handler has decided, or after library code swallowed the Cancelled it raised.
+CANCEL_PROBES: list[Callable[[], Cancelled | None]] = []
+
+
 def cancelled_by(err: BaseException) -> Cancelled | None:
     """The cancellation behind an error, if any: a cancelled job's helper processes (wandb's service, other
     training processes) die with it, and code unwinding from the Cancelled can fail on them in turn."""
@@ -32,6 +38,10 @@ def cancelled_by(err: BaseException) -> Cancelled | None:
         if isinstance(seen, Cancelled):
             return seen
         seen = seen.__cause__ or seen.__context__
+    for probe in CANCEL_PROBES:
+        found = probe()
+        if found is not None:
+            return found
     return None
 
 
