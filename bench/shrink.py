@@ -6,7 +6,8 @@ What a shrunk study keeps and what it swaps:
   * every key the study sets is kept (loss, learning rate, schedule, optimiser, accumulation, activation
     checkpointing, decoding temperature, evaluation over training, the published comparison), except
   * the model and the data, swapped for a tiny stand-in: the tiny toy world for a toy study; SmolLM2-135M
-    (model=smollm2_135m) on the shipped chat pairs (dataset=tiny_chat) for every other study. The study's
+    cut to its first 2 decoder blocks (model=smollm2_135m_2layers: the real tokenizer, chat template and
+    architecture) on the shipped chat pairs (dataset=tiny_chat) for every other study. The study's
     model.* and dataset.* keys belong to the swapped options and are dropped;
   * sizes, capped: a handful of optimiser steps, a small batch, short sequences, a few prompts and tokens;
   * what this machine cannot have, swapped for what it can: an API judge (AlpacaEval's GPT-4 annotators)
@@ -31,11 +32,12 @@ SUFFIX = "_shrunk"  # results/<study>_shrunk/
 # The stand-ins: (group choices, the stand-in data's lm-eval tasks).
 STAND_INS: dict[str, tuple[list[str], str]] = {
     "toy": (["model=toy_tiny", "dataset=toy_tiny"], "[toy_nll,toy_mc]"),
-    "chat": (["model=smollm2_135m", "dataset=tiny_chat"], "[tiny_facts]"),
+    "chat": (["model=smollm2_135m_2layers", "dataset=tiny_chat"], "[tiny_facts]"),
 }
 # Size caps per stand-in: a study's smaller value is kept. Chat: 2 optimiser steps of 2 pairs (two
-# accumulation steps of 1 when the study accumulates), 128 tokens, 4 prompts x 16 new tokens: SmolLM2-135M in
-# fp32 on a 2-core CPU takes seconds per step even so.
+# accumulation steps of 1 when the study accumulates), 128 tokens, 4 prompts x 16 new tokens: even the cut
+# SmolLM2 in fp32 on a 2-core CPU takes about a second per optimiser step. Two steps: the first has a learning
+# rate of 0 under any warm-up, so one step would not change the model.
 CAPS: dict[str, dict[str, int]] = {
     "toy": {
         "train.max_steps": 4,

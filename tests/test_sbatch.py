@@ -8,8 +8,8 @@ import pytest
 
 import bench.slurm_job
 from bench.cli import main
-from bench.core import errors
 from bench.config import load_spec
+from bench.core import errors
 from bench.sbatch import Node, blame, one_line
 from bench.slurm_job import CancelWatch, ending
 from bench.specs import LauncherSpec

@@ -30,7 +30,7 @@ def test_a_chat_study_keeps_its_settings_on_the_stand_in_and_swaps_what_this_mac
     for run in runs:
         spec = run.spec
         assert (spec.model.name, spec.dataset.name, spec.study) == (
-            "smollm2_135m",
+            "smollm2_135m_2layers",
             "tiny_chat",
             data["study"],
         )
@@ -48,7 +48,7 @@ def test_a_chat_study_keeps_its_settings_on_the_stand_in_and_swaps_what_this_mac
     for run in runs:  # every loss key of the variant's grid at its first value in the file
         for key, values in study["variants"][run.variant].items():
             assert run.spec.loss.params[key.removeprefix("loss.")] == values[0], (run.variant, key)
-    assert "model: zephyr_7b_sft_full -> smollm2_135m" in replaced
+    assert "model: zephyr_7b_sft_full -> smollm2_135m_2layers" in replaced
     assert "eval.judge: weighted_alpaca_eval_gpt4_turbo -> local_lm" in replaced
     assert "train.max_length: 1024 -> 128" in replaced
 

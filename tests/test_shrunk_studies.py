@@ -1,7 +1,7 @@
 """Every study file in sweeps/ runs end to end, shrunk (slow tier): `bench sweep FILE --shrink`
 (bench/shrink.py) runs each variant's first grid point on a tiny stand-in (the tiny toy world, or SmolLM2-135M
-on the shipped chat pairs) through every stage, and `bench report` builds its report, the published comparison
-included. A new study file is covered by being in sweeps/.
+cut to 2 decoder blocks, on the shipped chat pairs) through every stage, and `bench report` builds its report,
+the published comparison included. A new study file is covered by being in sweeps/.
 
 Two study files can shrink to the same experiments (the same run ids: the SimPO paper's Llama-3 Base and
 Instruct settings differ only in their model and data, which the stand-in replaces). The later one then starts
@@ -9,8 +9,8 @@ from the earlier one's finished run folders, as a results folder holding those e
 must find every run finished (nothing finished is recomputed); its report is built from them, with its source.
 
 All studies share one results root and the session's cache (tests/conftest.py, tiny_root): the stand-in model
-is rebuilt from its GGUF once, the tiny toy world is built once, and runs with the same reference inputs share
-their reference log-probs."""
+is rebuilt from its GGUF and cut once, the tiny toy world is built once, and runs with the same reference
+inputs share their reference log-probs."""
 
 from __future__ import annotations
 

@@ -4,8 +4,13 @@
 transformers dequantises a GGUF on load (with the `gguf` package), but the model it returns keeps a GGUF
 quantizer tag: it cannot be saved and TRL refuses to train it. So its weights are copied into a fresh model
 built from the same config without the quantization section, and that is saved once under
-<paths.cache>/models/<name>-<hash of the GGUF file>/ (about 0.5 GB in fp32: never committed, rebuilt on
+<paths.cache>/models/<package>-<hash of the GGUF file>/ (about 0.5 GB in fp32: never committed, rebuilt on
 demand). Everything downstream sees an ordinary local checkpoint.
+
+`model.gguf.keep_layers: N` keeps the model's first N decoder blocks (its embedding, final norm and head as
+they are): a checkpoint of its own, cut from the full one and cached beside it. `model=smollm2_135m_2layers`
+is the chat stand-in of shrunk studies (bench.shrink): the same tokenizer, chat template and architecture, so
+every piece of a chat study's path runs, at a quarter of the parameters; what it writes is not language.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import hashlib
 import importlib.util
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.core.errors import ConfigError, UnavailableError
@@ -47,19 +53,68 @@ def _file_key(path: Path) -> str:
     return digest.hexdigest()[:12]
 
 
+def keep_layers(spec: RunSpec) -> int | None:
+    """model.gguf.keep_layers: None (every block) or a positive number of leading decoder blocks."""
+    value = spec.model.gguf.get("keep_layers")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(
+            f"model.gguf.keep_layers={value!r} (model={spec.model.name}): a positive number of decoder "
+            "blocks to keep, or null for all of them"
+        )
+    return value
+
+
 def ensure_gguf_checkpoint(spec: RunSpec) -> Path:
-    """The plain checkpoint folder of the run's GGUF model, built once (under a lock) and reused."""
-    source = gguf_file(spec.model.gguf["package"], spec.model.gguf["file"])
-    out = spec.paths.cache / "models" / f"{spec.model.name}-{_file_key(source)}"
+    """The plain checkpoint folder of the run's GGUF model, built once (under a lock) and reused; with
+    model.gguf.keep_layers, the cut one (the full one is built first, and kept for other models)."""
+    package = spec.model.gguf["package"]
+    source = gguf_file(package, spec.model.gguf["file"])
+    full = spec.paths.cache / "models" / f"{package}-{_file_key(source)}"
+    _once(full, f"{source.name} (dequantised)", lambda tmp: convert_gguf(source, tmp))
+    keep = keep_layers(spec)
+    if keep is None:
+        return full
+    cut = full.with_name(f"{full.name}-first{keep}layers")
+    _once(cut, f"the first {keep} blocks of {source.name}", lambda tmp: keep_first_layers(full, keep, tmp))
+    return cut
+
+
+def _once(out: Path, what: str, build: Callable[[Path], None]) -> None:
     with file_lock(out.parent / f".{out.name}.lock"):
         if (out / "config.json").exists():
-            return out
+            return
         t0 = time.perf_counter()
-        log.info("rebuilding %s from %s into %s (once) ...", spec.model.name, source.name, out)
+        log.info("building %s into %s (once) ...", what, out)
         with atomic_dir(out) as tmp:
-            convert_gguf(source, tmp)
-        log.info("%s ready in %.0f s", spec.model.name, time.perf_counter() - t0)
-    return out
+            build(tmp)
+        log.info("%s ready in %.0f s", out.name, time.perf_counter() - t0)
+
+
+def keep_first_layers(source: Path, keep: int, target: Path) -> None:
+    """Save `source` (a checkpoint of a decoder whose blocks are model.model.layers, as Llama's, Qwen's and
+    Mistral's are) with only its first `keep` blocks."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32)
+    blocks = getattr(getattr(model, "model", None), "layers", None)
+    if not isinstance(blocks, torch.nn.ModuleList):
+        raise ConfigError(f"model.gguf.keep_layers: {source} has no model.layers to cut")
+    if keep >= len(blocks):
+        raise ConfigError(
+            f"model.gguf.keep_layers={keep}: the model has only {len(blocks)} decoder blocks; "
+            "keep fewer, or set it to null for all"
+        )
+    model.model.layers = blocks[:keep]
+    model.config.num_hidden_layers = keep
+    if getattr(
+        model.config, "layer_types", None
+    ):  # per-block attention kinds (sliding or full), where listed
+        model.config.layer_types = model.config.layer_types[:keep]
+    model.save_pretrained(str(target))
+    AutoTokenizer.from_pretrained(str(source)).save_pretrained(str(target))
 
 
 def convert_gguf(source: Path, target: Path) -> None:
@@ -92,6 +147,7 @@ class GGUFModel(ModelSource):
             raise ConfigError(
                 f"model={spec.model.name} (source gguf) needs model.gguf.package and model.gguf.file"
             )
+        keep_layers(spec)
 
     def reference(self) -> Path:
         return ensure_gguf_checkpoint(self.spec)

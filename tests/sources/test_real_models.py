@@ -228,6 +228,13 @@ def test_gguf_model_needs_its_package(tmp_path: Path) -> None:
         preflight(spec)
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "two", "true"])
+def test_gguf_keep_layers_must_be_a_positive_count(tmp_path: Path, value: str) -> None:
+    overrides = ["model=smollm2_135m_2layers", "dataset=tiny_chat", f"model.gguf.keep_layers={value}"]
+    with pytest.raises(ConfigError, match=r"model.gguf.keep_layers=.*positive number of decoder blocks"):
+        load_spec(tiny_overrides(tmp_path, *overrides))
+
+
 def test_kl_rows_say_when_samples_were_not_ancestral(tmp_path: Path) -> None:
     from bench.stages.metrics import mark_tempered_kl
 

@@ -73,3 +73,27 @@ def test_smollm2_trains_generates_is_judged_and_lm_evaluated(tmp_path: Path, tin
     assert 0 <= metrics["lm_eval/tiny_facts/acc"] <= 1
     reference_lm_eval = next((tmp_path / "results" / "default" / "_reference").iterdir()) / "lm_eval.json"
     assert read_json(reference_lm_eval)["results"]["tiny_facts"]["acc,none"] >= 0.5  # it knows basic facts
+
+
+def test_the_cut_stand_in_is_the_full_models_first_blocks(tiny_root: Path) -> None:
+    """model=smollm2_135m_2layers (the shrunk studies' chat stand-in) is cut from the full rebuild: its logits
+    are the full model's embedding, first 2 blocks, final norm and head, and its tokenizer is the same."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cache = [f"paths.cache={tiny_root / 'cache'}", "dataset=tiny_chat"]
+    full_dir = select(load_spec(["model=smollm2_135m", *cache])).model.reference()
+    cut_dir = select(load_spec(["model=smollm2_135m_2layers", *cache])).model.reference()
+    assert cut_dir != full_dir and cut_dir.parent == full_dir.parent
+    assert select(load_spec(["model=smollm2_135m_2layers", *cache])).model.reference() == cut_dir  # cached
+    full = AutoModelForCausalLM.from_pretrained(full_dir, dtype=torch.float32).eval()
+    cut = AutoModelForCausalLM.from_pretrained(cut_dir, dtype=torch.float32).eval()
+    assert (cut.config.num_hidden_layers, full.config.num_hidden_layers) == (2, 30)
+    tokenizer = AutoTokenizer.from_pretrained(cut_dir)
+    assert tokenizer.chat_template == AutoTokenizer.from_pretrained(full_dir).chat_template
+    ids = tokenizer("The capital of France is", return_tensors="pt").input_ids
+    full.model.layers = full.model.layers[:2]  # the same cut, by hand, in memory
+    full.config.num_hidden_layers = 2
+    with torch.no_grad():
+        torch.testing.assert_close(cut(ids).logits, full(ids).logits)
+    assert sum(p.numel() for p in cut.parameters()) < 40e6
