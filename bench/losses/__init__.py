@@ -12,9 +12,9 @@ from typing import Any
 
 from bench.core.errors import ConfigError, did_you_mean
 
-from .base import LossOutput, PreferenceLoss, SequenceStats
+from .base import LossOutput, PreferenceLoss, SequenceStats, TokenStats
 
-__all__ = ["ConfigError", "LossOutput", "PreferenceLoss", "SequenceStats", "build_loss"]
+__all__ = ["ConfigError", "LossOutput", "PreferenceLoss", "SequenceStats", "TokenStats", "build_loss"]
 
 
 def build_loss(name: str, params: dict[str, Any]) -> PreferenceLoss:

@@ -18,6 +18,31 @@ from bench.core.errors import ConfigError
 
 
 @dataclass(frozen=True)
+class TokenStats:
+    """Per-token views of one batch of B pairs, for variants that declare `needs_token_logps`: tensors of
+    shape (B, T), chosen and rejected padded to one T. Position t holds the log-prob of a scored completion
+    token (<eos> included) where the mask is 1, and 0 elsewhere; policy and reference are aligned position by
+    position, and a row's masked positions, left to right, are its completion tokens in order. The summed
+    SequenceStats log-probs are these rows' sums."""
+
+    chosen_logps: torch.Tensor  # the policy's, with gradient
+    rejected_logps: torch.Tensor
+    chosen_mask: torch.Tensor  # float: 1.0 on scored completion tokens
+    rejected_mask: torch.Tensor
+    ref_chosen_logps: torch.Tensor | None = None  # the reference's (cached); None for reference-free variants
+    ref_rejected_logps: torch.Tensor | None = None
+    # log sum_v pi(v | context)^2 under the policy at each position, no gradient: only for variants whose
+    # `token_outputs` name it (WPO's weights; TRL's fused LM head computes it)
+    chosen_log_sum_sq_probs: torch.Tensor | None = None
+    rejected_log_sum_sq_probs: torch.Tensor | None = None
+
+    def require_reference(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.ref_chosen_logps is None or self.ref_rejected_logps is None:
+            raise RuntimeError("this loss needs per-token reference log-probs but the batch has none")
+        return self.ref_chosen_logps, self.ref_rejected_logps
+
+
+@dataclass(frozen=True)
 class SequenceStats:
     """Per-sequence statistics of one batch of B preference pairs (all tensors of shape (B,)).
 
@@ -37,6 +62,15 @@ class SequenceStats:
     # gradient.
     policy_kl_logps: torch.Tensor | None = None
     ref_kl_logps: torch.Tensor | None = None
+    # Per-token views, only for variants that declare `needs_token_logps` (TokenStats)
+    tokens: TokenStats | None = None
+
+    def require_tokens(self) -> TokenStats:
+        if self.tokens is None:
+            raise RuntimeError(
+                "this loss needs per-token log-probs but the batch has none (needs_token_logps?)"
+            )
+        return self.tokens
 
     def require_reference(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.ref_chosen_logps is None or self.ref_rejected_logps is None:
@@ -76,6 +110,12 @@ class PreferenceLoss:
     # log-probs fill `policy_kl_logps` / `ref_kl_logps` (KTO's reference point z0). Their reference log-probs
     # are precomputed and cached like those of the pairs (which only `needs_reference` asks for).
     needs_kl_pairs: ClassVar[bool] = False
+    # True: `stats.tokens` carries per-token log-probs and masks of the pairs (TokenStats), the reference's
+    # too when `needs_reference` (cached per token like the sums). Variants without it pay nothing.
+    needs_token_logps: ClassVar[bool] = False
+    # Extra per-token outputs of the policy's forward, among TRL's fused LM head fields ("log_sum_sq_probs");
+    # they fill the TokenStats fields of the same name (implies needs_token_logps).
+    token_outputs: ClassVar[tuple[str, ...]] = ()
 
     def __call__(self, stats: SequenceStats) -> LossOutput:
         raise NotImplementedError

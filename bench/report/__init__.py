@@ -26,7 +26,7 @@ from bench.core.errors import ConfigError
 from bench.core.records import atomic_write_text
 from bench.core.splits import SPLITS
 from bench.report.collect import Study, collect, collect_study
-from bench.report.frontier import equal_kl, format_optimum, format_table, gold_optimum
+from bench.report.frontier import METRICS, equal_kl, format_optimum, format_table, gold_optimum
 from bench.report.html import Section, write_html, write_markdown
 from bench.report.plots import plot_all
 from bench.report.published import comparison
@@ -125,7 +125,14 @@ def _equal_kl_section(
 ) -> Section | None:
     numbers, used = equal_kl(study, budgets, baseline)
     if numbers.empty or not used:
-        return Section("Variants at equal KL", "Not available: no run has both kl_seq and a win rate.")
+        why = "no run has both kl_seq and a win rate"
+        if any(m in study.runs.columns for m in METRICS) and "kl_seq" in study.runs.columns:
+            lowest = study.runs.groupby("variant")["kl_seq"].max().min()
+            why = (
+                f"no KL level that every variant reaches (the smallest of the variants' largest KLs is "
+                f"{lowest:.3g} nats: a variant that never left the reference has no frontier to compare)"
+            )
+        return Section("Variants at equal KL", f"Not available: {why}.")
     table = format_table(numbers, baseline)
     levels = "as asked" if budgets else "1/4, 1/2 and all of the largest KL every variant reaches"
     above = (

@@ -148,6 +148,8 @@ def equal_kl(
         return pd.DataFrame(), []
     reaches = [reach for _, reach in frontiers(next(iter(per_metric.values())), 0.5).values()]
     budgets = list(budgets) if budgets else default_budgets(reaches)
+    if not budgets:  # some variant never left the reference (largest KL <= 0): no shared level to read at
+        return pd.DataFrame(), []
     rows: dict[tuple[str, float], dict[str, object]] = {}
     for metric, points in per_metric.items():
         start = origin(study, metric)

@@ -22,6 +22,7 @@ import torch
 from bench.core.records import atomic_write_json, file_lock
 
 Computer = Callable[[], tuple[torch.Tensor, torch.Tensor]]
+TensorsComputer = Callable[[], dict[str, torch.Tensor]]
 
 
 def model_identity(path: Path) -> str:
@@ -47,20 +48,34 @@ def pairs_key(rows: Iterable[dict[str, Any]], identity: str, settings: dict[str,
     return digest.hexdigest()[:20]
 
 
-def cached_reference_logps(
-    cache_dir: Path, key: str, compute: Computer
-) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """(chosen, rejected, computed_now): load the cached tensors or compute them once under a file lock."""
+def cached_tensors(
+    cache_dir: Path, key: str, compute: TensorsComputer
+) -> tuple[dict[str, torch.Tensor], bool]:
+    """(tensors, computed_now): load the cached tensors or compute them once under a file lock. The entry is
+    written atomically, so a run killed while computing leaves nothing half-written for the next one."""
     path = cache_dir / f"{key}.pt"
     with file_lock(cache_dir / f".{key}.lock"):
         if path.exists():
-            data = torch.load(path)
-            return data["chosen"], data["rejected"], False
+            return dict(torch.load(path)), False
         t0 = time.perf_counter()
-        chosen, rejected = compute()
+        tensors = compute()
         seconds = time.perf_counter() - t0
         tmp = path.with_name(f".{path.name}.tmp")
-        torch.save({"chosen": chosen, "rejected": rejected}, tmp)
+        torch.save(tensors, tmp)
         tmp.replace(path)
-        atomic_write_json(cache_dir / f"{key}.json", {"pairs": len(chosen), "key": key, "seconds": seconds})
-    return chosen, rejected, True
+        pairs = len(tensors["chosen"]) if "chosen" in tensors else len(tensors["chosen_lengths"])
+        atomic_write_json(cache_dir / f"{key}.json", {"pairs": pairs, "key": key, "seconds": seconds})
+    return tensors, True
+
+
+def cached_reference_logps(
+    cache_dir: Path, key: str, compute: Computer
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """(chosen, rejected, computed_now): summed reference log-probs per pair, cached."""
+
+    def as_tensors() -> dict[str, torch.Tensor]:
+        chosen, rejected = compute()
+        return {"chosen": chosen, "rejected": rejected}
+
+    tensors, computed = cached_tensors(cache_dir, key, as_tensors)
+    return tensors["chosen"], tensors["rejected"], computed

@@ -3,7 +3,8 @@
 TRL keeps all of its loss branches in the private `_compute_loss`; we override it once. TRL still does the
 tokenisation, collation, optimiser, schedule, accelerate plumbing and the fused log-prob head; we compute the
 per-sequence statistics the same way for every variant and hand them to the variant's loss object. Nothing
-here looks at a variant's name: only at what it declares (`needs_reference`, `needs_kl_pairs`).
+here looks at a variant's name: only at what it declares (`needs_reference`, `needs_kl_pairs`,
+`needs_token_logps`, `token_outputs`).
 
 Overriding private methods is a bet that TRL keeps them: `TRL_PRIVATE_API` records the signatures this class
 was written against, and a test compares them with the installed TRL, so an upgrade that changes one fails
@@ -20,10 +21,11 @@ import torch
 from torch.utils.data import DataLoader
 from trl import DPOTrainer
 
-from bench.losses import PreferenceLoss, SequenceStats
+from bench.losses import PreferenceLoss, SequenceStats, TokenStats
 from bench.train.klpairs import KL_COLUMNS, KLPairCollator, add_kl_completions, kl_view
-from bench.train.refcache import cached_reference_logps, pairs_key
+from bench.train.refcache import cached_reference_logps, cached_tensors, pairs_key
 from bench.train.tokens import check_lengths, id_rows, single_bos
+from bench.train.tokenview import TOKEN_COLUMNS, TokenRefCollator, scatter, split_rows
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,11 @@ class VariantTrainer(DPOTrainer):  # type: ignore[misc]
         # through the hooks below.
         self.variant = variant
         self.refstats = refstats
+        self.token_view = variant.needs_token_logps or bool(variant.token_outputs)
+        if "log_sum_sq_probs" in variant.token_outputs:
+            # TRL's fused LM head computes log sum_v p(v)^2 only under `use_weighting`; its only other use is
+            # in TRL's own loss, which _compute_loss below replaces
+            kwargs["args"].use_weighting = True
         super().__init__(*args, **kwargs)
         missing = [name for name in TRL_PRIVATE_ATTRIBUTES if not hasattr(self, name)]
         if missing:  # a TRL or transformers upgrade renamed what the hooks below read: fail before training
@@ -56,6 +63,8 @@ class VariantTrainer(DPOTrainer):  # type: ignore[misc]
             )
         if variant.needs_kl_pairs:  # training batches also carry the rows' KL pairs (bench.train.klpairs)
             self.data_collator = KLPairCollator(self.data_collator)
+        if self.token_view and variant.needs_reference:  # and the rows' per-token reference log-probs
+            self.data_collator = TokenRefCollator(self.data_collator)
 
     def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
         total = len(dataset) if hasattr(dataset, "__len__") else 0
@@ -69,9 +78,12 @@ class VariantTrainer(DPOTrainer):  # type: ignore[misc]
     def _set_signature_columns_if_needed(self) -> None:
         """Keep the KL-pair columns, which TRL's column filter would drop as unknown."""
         super()._set_signature_columns_if_needed()
-        if self.variant.needs_kl_pairs:
+        extra = (KL_COLUMNS if self.variant.needs_kl_pairs else []) + (
+            TOKEN_COLUMNS if self.token_view else []
+        )
+        if extra:
             columns: list[str] = list(self._signature_columns or [])
-            columns += [c for c in KL_COLUMNS if c not in columns]
+            columns += [c for c in extra if c not in columns]
             self._signature_columns = columns  # type: ignore[assignment]  # typed None in transformers
 
     def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
@@ -81,7 +93,12 @@ class VariantTrainer(DPOTrainer):  # type: ignore[misc]
 
         At this point `self.model` still holds the reference weights (the policy starts from them), so no
         second model is ever loaded for training."""
-        if self.variant.needs_reference:
+        if self.variant.needs_reference and self.token_view:  # one pass gives the per-token values and sums
+            lists = self._cached_reference_token_logps(dataset, name, batch_size)
+            for side in ("chosen", "rejected"):
+                dataset = dataset.add_column(f"ref_{side}_logps", [sum(row) for row in lists[side]])
+                dataset = dataset.add_column(f"ref_{side}_token_logps", lists[side])
+        elif self.variant.needs_reference:
             chosen, rejected = self._cached_reference_logps(dataset, name, batch_size, "")
             dataset = dataset.add_column("ref_chosen_logps", chosen.tolist())
             dataset = dataset.add_column("ref_rejected_logps", rejected.tolist())
@@ -127,8 +144,53 @@ class VariantTrainer(DPOTrainer):  # type: ignore[misc]
         )
         return chosen, rejected
 
-    def _sequence_logps(self, model: Any, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed completion log-probs (2B,) and scored-token counts (2B,); rows [chosen; rejected]."""
+    def _cached_reference_token_logps(self, pairs: Any, name: str, batch_size: int) -> dict[str, list[Any]]:
+        """Per-token reference log-probs of every pair, {"chosen": [row lists], "rejected": [...]}, from the
+        shared cache (their own entry: the key says per_token)."""
+        args: Any = self.args
+        model: Any = self.model  # still the reference weights here
+        settings = {"max_length": args.max_length, "truncation": args.truncation_mode, "per_token": True}
+        key = pairs_key(id_rows(pairs), self.refstats["identity"], settings)
+
+        def compute() -> dict[str, torch.Tensor]:
+            loader = DataLoader(pairs, batch_size=batch_size, collate_fn=self.data_collator, shuffle=False)
+            rows: dict[str, list[list[float]]] = {"chosen": [], "rejected": []}
+            model.eval()
+            with torch.no_grad():
+                for batch in loader:
+                    batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
+                    per_token, mask, _ = self._token_logps(model, batch)
+                    lists = split_rows(per_token.float().cpu(), mask.cpu())
+                    rows["chosen"] += lists[: len(lists) // 2]
+                    rows["rejected"] += lists[len(lists) // 2 :]
+            model.train()
+            out = {}
+            for side, values in rows.items():
+                out[f"{side}_flat"] = torch.tensor([v for row in values for v in row])
+                out[f"{side}_lengths"] = torch.tensor([len(row) for row in values])
+            return out
+
+        tensors, computed = cached_tensors(Path(self.refstats["cache_dir"]), key, compute)
+        self.refstats.update({"token_key": key, "token_computed": computed})
+        log.info(
+            "per-token reference log-probs of %d %s pairs: %s (cache key %s)",
+            len(tensors["chosen_lengths"]),
+            name,
+            "computed" if computed else "reused from the shared cache",
+            key,
+        )
+        return {
+            side: [
+                chunk.tolist()
+                for chunk in torch.split(tensors[f"{side}_flat"], tensors[f"{side}_lengths"].tolist())
+            ]
+            for side in ("chosen", "rejected")
+        }
+
+    @staticmethod
+    def _token_logps(model: Any, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """Per-token completion log-probs (2B, T) (zero off the completion), the completion mask aligned with
+        them (2B, T), and the fused head's output; rows [chosen; rejected]."""
         completion_mask = inputs["completion_mask"]
         labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
         out = model(
@@ -139,12 +201,40 @@ class VariantTrainer(DPOTrainer):  # type: ignore[misc]
             fused_lm_head=True,
         )
         shift_mask = completion_mask[:, 1:]
-        per_token = out.log_probs[:, -shift_mask.size(1) :]  # zero off the completion
+        return out.log_probs[:, -shift_mask.size(1) :], shift_mask, out
+
+    @staticmethod
+    def _sequence_logps(model: Any, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed completion log-probs (2B,) and scored-token counts (2B,); rows [chosen; rejected]."""
+        per_token, shift_mask, _ = VariantTrainer._token_logps(model, inputs)
         return per_token.sum(1), shift_mask.sum(1)
+
+    def _token_stats(
+        self, per_token: torch.Tensor, mask: torch.Tensor, out: Any, inputs: dict[str, Any]
+    ) -> TokenStats:
+        """The batch's per-token views (TokenStats) from the policy pass and the cached reference lists."""
+        fields: dict[str, torch.Tensor] = {}
+        mask = mask.to(per_token.dtype)
+        pairs = {"": per_token, "mask": mask}
+        if self.variant.needs_reference:
+            pairs["ref_"] = scatter(inputs["ref_token_logps_flat"], mask).to(per_token.dtype)
+        for name in self.variant.token_outputs:
+            pairs[name] = getattr(out, name)[:, -mask.size(1) :].detach() * mask
+        for prefix, values in pairs.items():
+            chosen, rejected = values.chunk(2)
+            if prefix == "mask":
+                fields["chosen_mask"], fields["rejected_mask"] = chosen, rejected
+            elif prefix in ("", "ref_"):
+                fields[f"{prefix}chosen_logps"], fields[f"{prefix}rejected_logps"] = chosen, rejected
+            else:
+                fields[f"chosen_{prefix}"], fields[f"rejected_{prefix}"] = chosen, rejected
+        return TokenStats(**fields)
 
     def _compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool) -> Any:
         mode = "train" if model.training else "eval"
-        logps, tokens = self._sequence_logps(model, inputs)
+        per_token, shift_mask, out = self._token_logps(model, inputs)
+        logps, tokens = per_token.sum(1), shift_mask.sum(1)
+        token_stats = self._token_stats(per_token, shift_mask, out, inputs) if self.token_view else None
         ref_chosen = ref_rejected = None
         if self.variant.needs_reference:  # precomputed once (see _precompute_ref_logps)
             ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
@@ -157,7 +247,14 @@ class VariantTrainer(DPOTrainer):  # type: ignore[misc]
         chosen_logps, rejected_logps = logps.chunk(2)
         chosen_tokens, rejected_tokens = tokens.chunk(2)
         stats = SequenceStats(
-            chosen_logps, rejected_logps, chosen_tokens, rejected_tokens, ref_chosen, ref_rejected, **kl
+            chosen_logps,
+            rejected_logps,
+            chosen_tokens,
+            rejected_tokens,
+            ref_chosen,
+            ref_rejected,
+            **kl,
+            tokens=token_stats,
         )
         result = self.variant(stats)
         loss = result.losses.mean()

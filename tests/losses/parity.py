@@ -114,8 +114,8 @@ def sequence_stats(trainer: Any, batch: dict[str, torch.Tensor]) -> SequenceStat
     """Policy and reference statistics of the batch through bench.train.trainer's own `_sequence_logps`."""
     sequence_logps = VariantTrainer._sequence_logps
     with torch.no_grad():
-        logps, tokens = sequence_logps(trainer, trainer.model, batch)
-        ref_logps, _ = sequence_logps(trainer, trainer.ref_model, batch)
+        logps, tokens = sequence_logps(trainer.model, batch)
+        ref_logps, _ = sequence_logps(trainer.ref_model, batch)
     chosen, rejected = logps.chunk(2)
     chosen_tokens, rejected_tokens = tokens.chunk(2)
     ref_chosen, ref_rejected = ref_logps.chunk(2)

@@ -143,3 +143,16 @@ def test_the_gold_optimal_kl_is_where_gold_peaks_and_the_report_marks_it(tmp_pat
     table = (root / "report" / "gold_optimum.md").read_text()
     assert "| dpo       | dpo beta=1" in table and "final" in table
     assert "Gold-optimal KL" in (root / "report" / "report.md").read_text()
+
+
+def test_a_variant_that_never_left_the_reference_leaves_no_equal_kl_table_and_the_report_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a shrunk study at a tiny learning rate: one variant's policy sampled exactly like the reference (KL 0)
+    monkeypatch.setitem(POINTS, "ipo", {0.5: (0.0, 0.5)})
+    root = _study(tmp_path / "s", seeds=(0,))
+    table, budgets = equal_kl(collect_study(root), baseline="dpo")
+    assert table.empty and budgets == []
+    write_report(root)
+    text = (root / "report" / "report.md").read_text()
+    assert "Not available: no KL level that every variant reaches" in text and "is 0 nats" in text
