@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from bench.groups import options
-from bench.losses import SequenceStats, build_loss
+from bench.losses import SequenceStats, TokenStats, build_loss
 
 MISSING = "needs a 'Check:' worked example in its docstring"
 CHECK_LINE = re.compile(r"^(?P<indent>[ \t]*)Check:(?P<rest>.*)$", re.MULTILINE)
@@ -31,6 +31,9 @@ TOLERANCE = 1e-5  # the prose rounds to 6 decimals (error <= 5e-7); 1e-5 leaves 
 # on lengths nobody wrote down.
 REQUIRED_TOKENS = ("chosen_tokens", "rejected_tokens")
 OUTPUTS = ("loss", "chosen_rewards", "rejected_rewards")
+# Per-token views (TokenStats) are written token_<field>=a:b:c,d:e (rows by comma, tokens by colon); masks,
+# summed log-probs and token counts of SequenceStats then follow from them, as the trainer makes them.
+TOKEN_PREFIX = "token_"
 KL_FIELDS = ("policy_kl_logps", "ref_kl_logps")
 
 
@@ -69,6 +72,8 @@ def _pairs(section: str, text: str) -> dict[str, str]:
 def _numbers(section: str, pairs: dict[str, str]) -> dict[str, list[float]]:
     numbers: dict[str, list[float]] = {}
     for key, value in pairs.items():
+        if key.startswith(TOKEN_PREFIX):
+            continue  # parsed by _token_rows
         try:
             numbers[key] = [float(v) for v in value.split(",")]
         except ValueError:
@@ -104,19 +109,27 @@ def parse_check(doc: str) -> tuple[dict[str, object], dict[str, list[float]], di
     _require(bool(head), "has a 'Check:' line without hyperparameters (write key=value pairs, or 'defaults')")
     params = {} if head == "defaults" else {k: _scalar(v) for k, v in _pairs("hyperparameter", head).items()}
 
-    batch = _numbers("batch", _pairs("batch", batch_text))
+    batch_pairs = _pairs("batch", batch_text)
+    batch = _numbers("batch", batch_pairs)
+    tokens = _token_rows(batch_pairs)
+    if tokens:
+        batch.update(_sums(tokens))
     _require(bool(batch), "has a 'Check:' block with an empty 'batch:' line")
-    unknown = sorted(set(batch) - {f.name for f in dataclasses.fields(SequenceStats)})
+    unknown = sorted(set(batch) - {f.name for f in dataclasses.fields(SequenceStats)} - {TOKEN_PREFIX})
     _require(
         not unknown, f"has batch fields {unknown} in its 'Check:' block that SequenceStats does not have"
     )
     # One value per pair, and 2B for the KL pairs (each prompt with another row's chosen and rejected): a
     # length slip would otherwise broadcast silently or fail deep inside the loss.
-    sizes = {key: len(values) // 2 if key in KL_FIELDS else len(values) for key, values in batch.items()}
+    sizes = {
+        key: len(values) // 2 if key in KL_FIELDS else len(values)
+        for key, values in batch.items()
+        if key != TOKEN_PREFIX
+    }
     _require(
         len(set(sizes.values())) == 1 and all(len(batch[k]) % 2 == 0 for k in KL_FIELDS if k in batch),
         f"has batch fields of inconsistent lengths in its 'Check:' block (B per pair field, 2B for "
-        f"{' and '.join(KL_FIELDS)}): { ({k: len(v) for k, v in batch.items()}) }",
+        f"{' and '.join(KL_FIELDS)}): {sizes}",
     )
 
     expect = _numbers("expect", _pairs("expect", expect_text))
@@ -130,6 +143,57 @@ def parse_check(doc: str) -> tuple[dict[str, object], dict[str, list[float]], di
     return params, batch, expect
 
 
+def _token_rows(pairs: dict[str, str]) -> dict[str, list[list[float]]]:
+    rows: dict[str, list[list[float]]] = {}
+    fields = {f.name for f in dataclasses.fields(TokenStats)} - {"chosen_mask", "rejected_mask"}
+    for key, value in pairs.items():
+        if not key.startswith(TOKEN_PREFIX):
+            continue
+        name = key.removeprefix(TOKEN_PREFIX)
+        _require(name in fields, f"has a per-token field {key!r} that TokenStats does not have")
+        try:
+            rows[name] = [[float(v) for v in row.split(":")] for row in value.split(",")]
+        except ValueError:
+            raise AssertionError(f"has a non-numeric per-token value {key}={value!r}") from None
+    if rows:
+        _require(
+            {"chosen_logps", "rejected_logps"} <= set(rows),
+            "has per-token fields without token_chosen_logps and token_rejected_logps",
+        )
+        for name, values in rows.items():
+            side = "chosen" if "chosen" in name else "rejected"
+            lengths = [len(r) for r in rows[f"{side}_logps"]]
+            _require(
+                [len(r) for r in values] == lengths,
+                f"has token_{name} rows of other lengths than the policy's",
+            )
+    return rows
+
+
+def _sums(tokens: dict[str, list[list[float]]]) -> dict[str, list[float]]:
+    """The SequenceStats fields the trainer derives from the per-token view; token_ keeps the rows."""
+    out: dict[str, list[float]] = {}
+    for side in ("chosen", "rejected"):
+        out[f"policy_{side}_logps"] = [sum(r) for r in tokens[f"{side}_logps"]]
+        out[f"{side}_tokens"] = [len(r) for r in tokens[f"{side}_logps"]]
+        if f"ref_{side}_logps" in tokens:
+            out[f"ref_{side}_logps"] = [sum(r) for r in tokens[f"ref_{side}_logps"]]
+    out[TOKEN_PREFIX] = tokens  # type: ignore[assignment]  # carried to _stats
+    return out
+
+
+def _token_stats(rows: dict[str, list[list[float]]]) -> TokenStats:
+    width = max(len(r) for side in ("chosen_logps", "rejected_logps") for r in rows[side])
+
+    def pad(values: list[list[float]]) -> torch.Tensor:
+        return torch.tensor([r + [0.0] * (width - len(r)) for r in values], dtype=torch.float64)
+
+    fields = {name: pad(values) for name, values in rows.items()}
+    for side in ("chosen", "rejected"):
+        fields[f"{side}_mask"] = pad([[1.0] * len(r) for r in rows[f"{side}_logps"]])
+    return TokenStats(**fields)
+
+
 def _parse_module_check(
     name: str, doc: str | None
 ) -> tuple[dict[str, object], dict[str, list[float]], dict[str, list[float]]]:
@@ -141,8 +205,12 @@ def _parse_module_check(
 
 
 def _stats(batch: dict[str, list[float]]) -> SequenceStats:
+    batch = dict(batch)
+    rows = batch.pop(TOKEN_PREFIX, None)
     size = len(batch.get("policy_chosen_logps", []))
-    fields: dict[str, torch.Tensor] = {}
+    fields: dict[str, torch.Tensor | TokenStats] = {}
+    if rows:
+        fields["tokens"] = _token_stats(rows)  # type: ignore[arg-type]
     for key, values in batch.items():
         # Token counts are integers in training (the trainer counts tokens); log-probs float64 so that the
         # 1e-5 comparison measures the formula, not float32 rounding.
@@ -150,7 +218,7 @@ def _stats(batch: dict[str, list[float]]) -> SequenceStats:
         fields[key] = torch.tensor(values, dtype=dtype)
     for key in REQUIRED_TOKENS:
         fields.setdefault(key, torch.zeros(size, dtype=torch.long))
-    return SequenceStats(**fields)
+    return SequenceStats(**fields)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("name", options("loss"), ids=options("loss"))

@@ -1,0 +1,170 @@
+"""Variants on the per-token view (needs_token_logps): parity with TRL where TRL has them (LD-DPO's ld_alpha,
+WPO's use_weighting), through our real trainer path (cached per-token reference, collator, scatter), and
+SamPO's down-sampling; and a variant that declares nothing keeps exactly its batches and statistics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from bench.losses import SequenceStats, build_loss
+from bench.losses.sampo import down_sample
+from bench.train.tokenview import TOKEN_COLUMNS, TokenRefCollator
+from bench.train.trainer import VariantTrainer
+from tests.losses import parity
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory: pytest.TempPathFactory) -> parity.Harness:
+    return parity.build(tmp_path_factory.mktemp("parity_tokens"))
+
+
+def variant_trainer(root: Path, cache: Path, name: str, params: dict[str, Any]) -> Any:
+    """Our VariantTrainer on the parity rows: reference log-probs from the reference weights (cached under
+    `cache`), then the policy's weights loaded, as if training had moved it there."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig
+
+    import bench.toyworld.model  # noqa: F401  (registers the toy_llama model type)
+
+    args = DPOConfig(
+        output_dir=str(root / "ours"),
+        per_device_train_batch_size=len(parity.ROWS),
+        bf16=False,
+        activation_checkpointing=False,
+        use_cpu=True,
+        report_to=[],
+        disable_tqdm=True,
+        precompute_ref_log_probs=True,
+    )
+    trainer = VariantTrainer(
+        model=AutoModelForCausalLM.from_pretrained(str(root / "reference")),
+        ref_model=None,
+        variant=build_loss(name, params),
+        refstats={"identity": "parity-reference", "cache_dir": str(cache)},
+        args=args,
+        train_dataset=Dataset.from_list(parity.ROWS),
+        processing_class=AutoTokenizer.from_pretrained(str(root / "reference")),
+    )
+    policy = AutoModelForCausalLM.from_pretrained(str(root / "policy"))
+    trainer.model.load_state_dict(policy.state_dict())
+    return trainer
+
+
+def our_loss(trainer: Any) -> float:
+    batch = trainer.data_collator([dict(trainer.train_dataset[i]) for i in range(len(parity.ROWS))])
+    with torch.no_grad():
+        return float(trainer._compute_loss(trainer.model, batch, False))
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "config"),
+    [
+        ("ld_dpo", {"beta": 0.5, "alpha": 0.3}, {"loss_type": ["sigmoid"], "beta": 0.5, "ld_alpha": 0.3}),
+        ("ld_dpo", {"beta": 0.5, "alpha": 0.0}, {"loss_type": ["sigmoid"], "beta": 0.5, "ld_alpha": 0.0}),
+        ("wpo", {"beta": 0.5}, {"loss_type": ["sigmoid"], "beta": 0.5, "use_weighting": True}),
+    ],
+    ids=["ld_dpo-0.3", "ld_dpo-0", "wpo"],
+)
+def test_token_level_variants_match_trl_through_our_trainer(
+    harness: parity.Harness, tmp_path: Path, name: str, params: dict[str, Any], config: dict[str, Any]
+) -> None:
+    trl = parity.trl_loss(harness.root, harness.batch, **config)
+    ours = our_loss(variant_trainer(harness.root, tmp_path / "cache", name, params))
+    assert abs(ours - trl) < 1e-5, (name, ours, trl)
+    dpo = parity.trl_loss(harness.root, harness.batch, loss_type=["sigmoid"], beta=0.5)
+    assert abs(trl - dpo) > 1e-4  # the rows' lengths differ, so the variant is not DPO on this batch
+
+
+def test_ld_dpo_at_alpha_one_is_dpo_through_our_trainer(harness: parity.Harness, tmp_path: Path) -> None:
+    dpo = our_loss(variant_trainer(harness.root, tmp_path / "c", "dpo", {"beta": 0.5}))
+    ld = our_loss(variant_trainer(harness.root, tmp_path / "c", "ld_dpo", {"beta": 0.5, "alpha": 1.0}))
+    # not to 1e-6: one rejected row holds a token the toy model masks (log-prob -1e4), and float32 sums of it
+    # in another order differ by ~5e-4 nats; every other row agrees to 1e-6
+    assert abs(dpo - ld) < 1e-4
+
+
+def test_a_variant_declaring_nothing_keeps_its_batches_and_the_sums_agree(
+    harness: parity.Harness, tmp_path: Path
+) -> None:
+    dpo = variant_trainer(harness.root, tmp_path / "c", "dpo", {"beta": 0.5})
+    ld = variant_trainer(harness.root, tmp_path / "c", "ld_dpo", {"beta": 0.5})
+    assert not isinstance(dpo.data_collator, TokenRefCollator) and isinstance(
+        ld.data_collator, TokenRefCollator
+    )
+    assert not set(TOKEN_COLUMNS) & set(dpo.train_dataset.column_names)
+    assert set(TOKEN_COLUMNS) <= set(ld.train_dataset.column_names)
+    assert set(dpo.refstats) == {"identity", "cache_dir", "key", "computed", "pairs"}  # no per-token entry
+    for side in ("chosen", "rejected"):  # the per-token pass sums to the summed cache's values
+        summed = torch.tensor(dpo.train_dataset[f"ref_{side}_logps"])
+        per_token = torch.tensor([sum(r) for r in ld.train_dataset[f"ref_{side}_token_logps"]])
+        assert torch.allclose(summed, per_token, atol=1e-5)
+        assert torch.allclose(summed, torch.tensor(ld.train_dataset[f"ref_{side}_logps"]), atol=1e-5)
+    batch = dpo.data_collator([dict(dpo.train_dataset[i]) for i in range(len(parity.ROWS))])
+    assert "ref_token_logps_flat" not in batch
+    seen: list[SequenceStats] = []
+
+    class Spy:  # the variant, recording the statistics it is given
+        def __init__(self, variant: Any) -> None:
+            self.variant = variant
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.variant, name)
+
+        def __call__(self, stats: SequenceStats) -> Any:
+            seen.append(stats)
+            return self.variant(stats)
+
+    dpo.variant = Spy(dpo.variant)
+    with torch.no_grad():
+        dpo._compute_loss(dpo.model, batch, False)
+    assert seen[0].tokens is None
+    assert torch.allclose(seen[0].policy_chosen_logps, harness.stats.policy_chosen_logps, atol=1e-5)
+
+
+def test_a_second_token_level_run_reuses_the_cached_per_token_reference(
+    harness: parity.Harness, tmp_path: Path
+) -> None:
+    first = variant_trainer(harness.root, tmp_path / "c", "sampo", {"beta": 0.5})
+    second = variant_trainer(harness.root, tmp_path / "c", "ld_dpo", {"beta": 0.5})
+    assert first.refstats["token_computed"] and not second.refstats["token_computed"]
+    assert first.refstats["token_key"] == second.refstats["token_key"]
+
+
+def test_sampo_keeps_the_shorter_answer_and_a_uniform_subset_of_the_longer() -> None:
+    mask = torch.tensor([[1.0, 1.0, 1.0, 1.0, 0.0], [0.0, 1.0, 1.0, 0.0, 0.0]])
+    keep = torch.tensor([2, 2])
+    torch.manual_seed(0)
+    counts = torch.zeros(5)
+    for _ in range(3000):
+        kept = down_sample(mask, keep)
+        assert kept.sum(1).tolist() == [2.0, 2.0] and bool((kept <= mask).all())
+        assert kept[1].tolist() == mask[1].tolist()  # the shorter row keeps all of its tokens
+        counts += kept[0]
+    assert counts[4] == 0 and torch.allclose(counts[:4] / 3000, torch.full((4,), 0.5), atol=0.04)
+    torch.manual_seed(1)
+    a = down_sample(mask, keep)
+    torch.manual_seed(1)
+    assert torch.equal(a, down_sample(mask, keep))  # the trainer's seed makes the draws repeat
+
+
+def test_sampo_is_dpo_when_the_answers_have_equal_lengths(harness: parity.Harness) -> None:
+    s = harness.stats
+    width = 3
+    ones = torch.ones(len(s.chosen_tokens), width)
+    chosen = torch.rand(len(s.chosen_tokens), width) * -1
+    rejected = torch.rand(len(s.chosen_tokens), width) * -1
+    ref_c, ref_r = torch.rand_like(chosen) * -1, torch.rand_like(rejected) * -1
+    from bench.losses import TokenStats
+
+    tokens = TokenStats(chosen, rejected, ones, ones, ref_c, ref_r)
+    stats = SequenceStats(
+        chosen.sum(1), rejected.sum(1), ones.sum(1), ones.sum(1), ref_c.sum(1), ref_r.sum(1), tokens=tokens
+    )
+    sampo = build_loss("sampo", {"beta": 0.5})(stats).losses
+    dpo = build_loss("dpo", {"beta": 0.5})(stats).losses
+    assert torch.allclose(sampo, dpo, atol=1e-6)
