@@ -3,6 +3,7 @@ pairs, batch size, steps, sequence lengths, optimiser settings and precomputed r
 (target: the whole stage within 1.05x of bare TRL).
 
     python -m bench.benchmarks.train_overhead [--model toy|smollm2] [--repeats 5] [--max-steps N]
+                                              [--extra OVERRIDE ...]
 
   toy      model=toy dataset=toy (the default toy world, train=default: 2000 pairs, batch 32, 3 epochs)
   smollm2  model=smollm2_135m dataset=tiny_chat train=small (32 pairs, batch 4, one epoch; the GGUF is rebuilt
@@ -59,6 +60,7 @@ def _overrides(args: argparse.Namespace, root: Path, index: int) -> list[str]:
     return [
         *MODELS[args.model],
         *extra,
+        *args.extra,
         "study=bench_train_overhead",
         f"paths.cache={args.cache or root / 'cache'}",
         f"paths.refstats={root / 'refstats'}",
@@ -197,6 +199,7 @@ def _measure(args: argparse.Namespace, side: str, root: Path, index: int) -> dic
     cmd = [sys.executable, "-m", "bench.benchmarks.train_overhead", "--side", side, "--root", str(root)]
     cmd += ["--model", args.model, "--index", str(index), "--max-steps", str(args.max_steps)]
     cmd += ["--cache", args.cache] if args.cache else []
+    cmd += [f"--extra={item}" for item in args.extra]
     done = subprocess.run(cmd, capture_output=True, text=True)
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
     if done.returncode or not lines:
@@ -215,6 +218,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--max-steps", type=int, default=0, help="0: the config's own schedule")
     parser.add_argument("--cache", default=None, help="paths.cache (default: a temporary one)")
+    parser.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        help="a further override for both sides, e.g. --extra loss=ld_dpo (repeatable; bare TRL runs "
+        "sigmoid DPO whatever the loss, so compare per-step times of the harness side across variants)",
+    )
     parser.add_argument("--side", choices=["harness", "bare"], help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
     parser.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
