@@ -23,6 +23,7 @@ from bench.core.errors import ConfigError, DiskFullError, UnavailableError
 from bench.core.keys import EVAL_TARGET, PREFLIGHT, key_hash
 from bench.core.records import Status, read_json, remove_temporaries, try_lock, write_manifest
 from bench.judge import check_judge
+from bench.losses import build_loss
 from bench.sources import Sources, select
 from bench.sources.prompts import check_prompts
 from bench.specs import RunSpec
@@ -35,6 +36,7 @@ from bench.stages.lm_eval import LmEval, check_tasks
 from bench.stages.metrics import Metrics
 from bench.stages.reference import Reference
 from bench.stages.train import Train
+from bench.train.scores import scored_rows
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,7 @@ def preflight(spec: RunSpec, unavailable: list[str] | None = None) -> Sources:
         lambda: check_prompts(spec),
         sources.model.check,
         lambda: check_judge(spec, sources),
+        lambda: check_scores(spec, sources),
     )
     for check in checks:
         try:
@@ -91,6 +94,15 @@ def preflight(spec: RunSpec, unavailable: list[str] | None = None) -> Sources:
         )
     check_tasks(spec.eval.lm_eval.tasks, sources.data.lm_eval_tasks(), spec.dataset.name)
     return sources
+
+
+def check_scores(spec: RunSpec, sources: Sources) -> None:
+    """A variant that needs per-pair scores (ODPO) gets them on every training pair, or fails here. The toy
+    world scores every pair by its judge, so its world is not built for this check."""
+    variant = build_loss(spec.loss.name, spec.loss.params)
+    own_scores = sources.data.always_scored and not spec.dataset.train_path
+    if variant.needs_scores and not own_scores:
+        scored_rows(spec, variant, sources.data.training_pairs())
 
 
 def preflight_once(spec: RunSpec, checked: set[str], unavailable: list[str] | None = None) -> None:

@@ -64,6 +64,14 @@ class SequenceStats:
     ref_kl_logps: torch.Tensor | None = None
     # Per-token views, only for variants that declare `needs_token_logps` (TokenStats)
     tokens: TokenStats | None = None
+    # The data's per-pair scores (B,), only for variants that declare `needs_scores` (bench.sources.scores)
+    chosen_scores: torch.Tensor | None = None
+    rejected_scores: torch.Tensor | None = None
+
+    def require_scores(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.chosen_scores is None or self.rejected_scores is None:
+            raise RuntimeError("this loss needs per-pair scores but the batch has none (needs_scores?)")
+        return self.chosen_scores, self.rejected_scores
 
     def require_tokens(self) -> TokenStats:
         if self.tokens is None:
@@ -116,9 +124,17 @@ class PreferenceLoss:
     # Extra per-token outputs of the policy's forward, among TRL's fused LM head fields ("log_sum_sq_probs");
     # they fill the TokenStats fields of the same name (implies needs_token_logps).
     token_outputs: ClassVar[tuple[str, ...]] = ()
+    # True: every training pair must carry the data's scores (score_chosen, score_rejected), checked before
+    # any compute; they fill `chosen_scores` / `rejected_scores`.
+    needs_scores: ClassVar[bool] = False
 
     def __call__(self, stats: SequenceStats) -> LossOutput:
         raise NotImplementedError
+
+    def score_notes(self, chosen: list[float], rejected: list[float]) -> str | None:
+        """For a `needs_scores` variant: what its preflight should tell the user about the data's scores
+        (a warning), or None. Unusable scores raise ConfigError here."""
+        return None
 
     @classmethod
     def hyperparameters(cls) -> dict[str, object]:

@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from bench.core.chat import Prompt
 from bench.sources.loading import load_causal_lm
@@ -34,6 +34,8 @@ class GoldReward:
 
 class DataSource(ABC):
     """Preference pairs for training, prompts for evaluation, and what else the data knows."""
+
+    always_scored: ClassVar[bool] = False  # every own training pair carries score_chosen / score_rejected
 
     def __init__(self, spec: RunSpec) -> None:
         self.spec = spec

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.core.errors import ConfigError
+from bench.sources.scores import ScoreError, read_scores
 
 Row = dict[str, Any]
 FORMATS = ("auto", "plain", "chat", "trl", "hh", "system")
@@ -189,6 +190,12 @@ def normalise(rows: list[Any], source: str, fmt: str = "auto", fields: dict[str,
             if not isinstance(row, dict):
                 raise RowError(f"expected an object, got {type(row).__name__}")
             norm = normaliser(row, fields)
+            try:
+                norm.update(
+                    read_scores(row, fields)
+                )  # kept for variants that need them (bench.sources.scores)
+            except ScoreError as err:
+                raise RowError(str(err)) from None
             chosen, rejected = completion_text(norm["chosen"]), completion_text(norm["rejected"])
             if not chosen.strip() or not rejected.strip():
                 raise RowError("'chosen' or 'rejected' is empty")

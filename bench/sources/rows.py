@@ -11,6 +11,7 @@ from typing import Any
 
 from bench.core.errors import ConfigError
 from bench.sources.readers import read_jsonl_lines
+from bench.sources.scores import ScoreError, read_scores
 
 FIELDS = ("prompt", "chosen", "rejected")
 MAX_REPORTED = 10
@@ -30,10 +31,14 @@ def row_problems(row: Any) -> list[str]:
             problems.append(f"field '{key}' is empty")
     if not problems and row["chosen"] == row["rejected"]:
         problems.append("'chosen' and 'rejected' are identical (no preference signal)")
+    try:
+        read_scores(row, {})
+    except ScoreError as err:
+        problems.append(str(err))
     return problems
 
 
-def validate_rows(rows: list[Any], source: str) -> list[dict[str, str]]:
+def validate_rows(rows: list[Any], source: str) -> list[dict[str, Any]]:
     """Raise ConfigError listing every bad row (1-based, as editors number lines); return the rows."""
     if not rows:
         raise ConfigError(
@@ -48,10 +53,10 @@ def validate_rows(rows: list[Any], source: str) -> list[dict[str, str]]:
             + "\n".join(lines)
             + more
         )
-    return [{k: r[k] for k in FIELDS} for r in rows]
+    return [{**{k: r[k] for k in FIELDS}, **read_scores(r, {})} for r in rows]
 
 
-def load_jsonl_rows(path: Path) -> list[dict[str, str]]:
+def load_jsonl_rows(path: Path) -> list[dict[str, Any]]:
     path = path.absolute()
     if not path.exists():
         raise ConfigError(f"dataset file {path} does not exist: check dataset.train_path")

@@ -28,6 +28,7 @@ from bench.specs import RunSpec
 from bench.tracking import finish_training_run, start_training_run
 from bench.train.distributed import launch_training
 from bench.train.refcache import model_identity
+from bench.train.scores import scored_rows
 from bench.train.state import (
     discard_partial_saves,
     is_main_process,
@@ -85,7 +86,7 @@ def _train_here(spec: RunSpec, sources: Sources, run_dir: Path) -> Path:
     if is_main_process():
         keep_log_until(partial_log, resume[1] if resume else 0)
     variant = build_loss(spec.loss.name, spec.loss.params)
-    rows = sources.data.training_pairs()
+    rows = scored_rows(spec, variant, sources.data.training_pairs())
     ref_path = sources.model.reference()
     policy, tokenizer = sources.model.load(ref_path)
     policy.train()

@@ -4,7 +4,7 @@ TRL keeps all of its loss branches in the private `_compute_loss`; we override i
 tokenisation, collation, optimiser, schedule, accelerate plumbing and the fused log-prob head; we compute the
 per-sequence statistics the same way for every variant and hand them to the variant's loss object. Nothing
 here looks at a variant's name: only at what it declares (`needs_reference`, `needs_kl_pairs`,
-`needs_token_logps`, `token_outputs`).
+`needs_token_logps`, `token_outputs`, `needs_scores`).
 
 Overriding private methods is a bet that TRL keeps them: `TRL_PRIVATE_API` records the signatures this class
 was written against, and a test compares them with the installed TRL, so an upgrade that changes one fails
@@ -22,8 +22,10 @@ from torch.utils.data import DataLoader
 from trl import DPOTrainer
 
 from bench.losses import PreferenceLoss, SequenceStats, TokenStats
+from bench.sources.scores import SCORE_KEYS
 from bench.train.klpairs import KL_COLUMNS, KLPairCollator, add_kl_completions, kl_view
 from bench.train.refcache import cached_reference_logps, cached_tensors, pairs_key
+from bench.train.scores import ScoreCollator
 from bench.train.tokens import check_lengths, id_rows, single_bos
 from bench.train.tokenview import TOKEN_COLUMNS, TokenRefCollator, scatter, split_rows
 
@@ -65,6 +67,8 @@ class VariantTrainer(DPOTrainer):  # type: ignore[misc]
             self.data_collator = KLPairCollator(self.data_collator)
         if self.token_view and variant.needs_reference:  # and the rows' per-token reference log-probs
             self.data_collator = TokenRefCollator(self.data_collator)
+        if variant.needs_scores:  # and the data's scores of each pair
+            self.data_collator = ScoreCollator(self.data_collator)
 
     def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
         total = len(dataset) if hasattr(dataset, "__len__") else 0
@@ -76,11 +80,12 @@ class VariantTrainer(DPOTrainer):  # type: ignore[misc]
         return dataset
 
     def _set_signature_columns_if_needed(self) -> None:
-        """Keep the KL-pair columns, which TRL's column filter would drop as unknown."""
+        """Keep the columns a variant's declarations add (KL pairs, per-token reference, scores), which TRL's
+        column filter would drop as unknown."""
         super()._set_signature_columns_if_needed()
-        extra = (KL_COLUMNS if self.variant.needs_kl_pairs else []) + (
-            TOKEN_COLUMNS if self.token_view else []
-        )
+        extra = KL_COLUMNS if self.variant.needs_kl_pairs else []
+        extra = extra + (TOKEN_COLUMNS if self.token_view else [])
+        extra = extra + (list(SCORE_KEYS) if self.variant.needs_scores else [])
         if extra:
             columns: list[str] = list(self._signature_columns or [])
             columns += [c for c in extra if c not in columns]
@@ -255,6 +260,8 @@ class VariantTrainer(DPOTrainer):  # type: ignore[misc]
             ref_rejected,
             **kl,
             tokens=token_stats,
+            chosen_scores=inputs["score_chosen"] if self.variant.needs_scores else None,
+            rejected_scores=inputs["score_rejected"] if self.variant.needs_scores else None,
         )
         result = self.variant(stats)
         loss = result.losses.mean()
