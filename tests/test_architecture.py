@@ -128,6 +128,13 @@ def test_trainer_overrides_the_private_trl_api_it_was_written_against() -> None:
             f"TRL_PRIVATE_API lists {name} but VariantTrainer does not override it"
         )
     overridden = {n for n in vars(VariantTrainer) if n.startswith("_") and not n.startswith("__")}
-    ours = {"_sequence_logps", "_cached_reference_logps", "_log_batch"}  # defined here, not TRL's
+    ours = {  # defined here, not TRL's
+        "_sequence_logps",
+        "_token_logps",
+        "_token_stats",
+        "_cached_reference_logps",
+        "_cached_reference_token_logps",
+        "_log_batch",
+    }
     assert overridden - ours == set(TRL_PRIVATE_API)
     assert not ours & set(dir(DPOTrainer)), "TRL now has a method of the name of one of ours"
