@@ -298,6 +298,7 @@ def build_spec(cfg: DictConfig) -> RunSpec:
             paper=str(loss_data.get("paper", "")),
             equation=str(loss_data.get("equation", "")),
             params=params,
+            implementation=str(loss_data.get("implementation") or ""),
         ),
         train=_typed(TrainSpec, data["train"], "train"),
         eval=_typed(EvalSpec, data["eval"], "eval"),
@@ -307,7 +308,7 @@ def build_spec(cfg: DictConfig) -> RunSpec:
         config=data,
     )
     _check_ranges(spec)
-    build_loss(spec.loss.name, spec.loss.params)  # unknown or out-of-range hyperparameters fail here
+    build_loss(spec.loss.module, spec.loss.params)  # unknown or out-of-range hyperparameters fail here
     select(spec)  # the data and model sources: their own keys, and whether they fit together
     return spec
 

@@ -99,7 +99,7 @@ def preflight(spec: RunSpec, unavailable: list[str] | None = None) -> Sources:
 def check_scores(spec: RunSpec, sources: Sources) -> None:
     """A variant that needs per-pair scores (ODPO) gets them on every training pair, or fails here. The toy
     world scores every pair by its judge, so its world is not built for this check."""
-    variant = build_loss(spec.loss.name, spec.loss.params)
+    variant = build_loss(spec.loss.module, spec.loss.params)
     own_scores = sources.data.always_scored and not spec.dataset.train_path
     if variant.needs_scores and not own_scores:
         scored_rows(spec, variant, sources.data.training_pairs())

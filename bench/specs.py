@@ -81,6 +81,14 @@ class LossSpec:
     paper: str
     equation: str
     params: dict[str, Any]
+    implementation: str = (
+        ""  # a recipe's variant (loss YAML key `implementation`); "" runs bench/losses/<name>.py
+    )
+
+    @property
+    def module(self) -> str:
+        """The bench/losses/<module>.py this loss runs: its own, or a recipe's implementation."""
+        return self.implementation or self.name
 
 
 @dataclass(frozen=True)

@@ -114,3 +114,17 @@ def run_judge(spec: Any, *args: Any) -> Path:
     from bench.sources import select
 
     return run(spec, select(spec), *args)
+
+
+def loss_modules() -> list[str]:
+    """The loss options with code of their own (bench/losses/<name>.py); the rest are recipes, YAMLs that run
+    another variant's code (their `implementation`)."""
+    import yaml
+
+    from bench.config import CONF_DIR, options
+
+    return [
+        name
+        for name in options("loss")
+        if "implementation" not in (yaml.safe_load((CONF_DIR / "loss" / f"{name}.yaml").read_text()) or {})
+    ]

@@ -55,8 +55,10 @@ GGUF = Key(
 )
 KEYS = (RUN, REFERENCE, TOY_WORLD, REFSTATS, PREFLIGHT, EVAL_TARGET, GGUF)
 
-# Documentation keys of a loss YAML, not hyperparameters (the run id has hashed them from the start).
-LOSS_META_KEYS = ("paper", "equation")
+# Keys of a loss YAML that are not hyperparameters (the run id has hashed them from the start): its paper and
+# equation, and for a recipe (a YAML over another variant's code, e.g. defaults: [compose]) the variant whose
+# bench/losses/<implementation>.py it runs.
+LOSS_META_KEYS = ("paper", "equation", "implementation")
 
 _R, _REF, _W, _S, _P, _G = RUN.name, REFERENCE.name, TOY_WORLD.name, REFSTATS.name, PREFLIGHT.name, GGUF.name
 # What a run's reference model and evaluation prompts are: the reference evaluation and preflight read them.

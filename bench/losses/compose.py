@@ -14,7 +14,7 @@ in Preference Optimization", arXiv:2410.04203) is a YAML, not new code. At its d
     loss        = link(z) * [WPO weights of both answers, when weighting=wpo] + nll_weight * NLL(yw) / |yw|
 
 Each component is the named variant's own definition (bench/losses/<variant>.py), and a test checks that
-the composition equals ldpo, cdpo, hinge, ipo (summed and averaged), simpo, rpo, ld_dpo, wpo and dpop at the
+the composition equals dpo, cdpo, hinge, ipo (summed and averaged), simpo, rpo, ld_dpo, wpo and dpop at the
 matching keys. Definition choices: ref_weight scales the reference's log-probs, which is RainbowPO's mixing of
 the reference with a uniform policy up to a constant per token (exactly that when length_norm is on or the
 answers have equal lengths); the NLL term is RPO's (each chosen answer by its own length). The variant
@@ -27,7 +27,8 @@ chosen/rejected -10 / -12 (per token -4, -6 and -5, -7), reference -11 / -11 (-5
 
     Check: beta=0.1
         batch: token_chosen_logps=-4:-6 token_rejected_logps=-5:-7 token_ref_chosen_logps=-5:-6
-            token_ref_rejected_logps=-6:-5 token_chosen_log_sum_sq_probs=-1:-1 token_rejected_log_sum_sq_probs=-1:-1
+            token_ref_rejected_logps=-6:-5 token_chosen_log_sum_sq_probs=-1:-1
+            token_rejected_log_sum_sq_probs=-1:-1
         expect: loss=0.598139 chosen_rewards=0.1 rejected_rewards=-0.1
 """
 
@@ -64,8 +65,10 @@ class Loss(PreferenceLoss):
     def __post_init__(self) -> None:
         self._require(self.beta > 0, "beta", "beta must be > 0")
         self._require(isinstance(self.length_norm, bool), "length_norm", "must be true or false")
-        self._require(0 <= self.ref_weight <= 1, "ref_weight", "must be in [0, 1] (1: DPO, 0: reference-free)")
-        self._require(0 <= self.ld_alpha <= 1, "ld_alpha", "must be in [0, 1] (1: every token counts fully)")
+        self._require(
+            0 <= self.ref_weight <= 1, "ref_weight", "must be in [0, 1] (1: DPO, 0: reference-free)"
+        )
+        self._require(0 <= self.ld_alpha <= 1, "ld_alpha", "must be in [0, 1] (1: every token counts)")
         self._require(self.gamma >= 0, "gamma", "the target margin must be >= 0")
         self._require(self.link in LINKS, "link", f"one of {', '.join(LINKS)}")
         self._require(0 <= self.label_smoothing < 0.5, "label_smoothing", "must be in [0, 0.5)")
@@ -102,7 +105,9 @@ class Loss(PreferenceLoss):
         if self.weighting == "wpo":
             if t.chosen_log_sum_sq_probs is None or t.rejected_log_sum_sq_probs is None:
                 raise RuntimeError("weighting=wpo needs log sum p^2 per token but the batch has none")
-            losses = losses * sampled_alignment_weight(t.chosen_logps, t.chosen_log_sum_sq_probs, t.chosen_mask)
+            losses = losses * sampled_alignment_weight(
+                t.chosen_logps, t.chosen_log_sum_sq_probs, t.chosen_mask
+            )
             losses = losses * sampled_alignment_weight(
                 t.rejected_logps, t.rejected_log_sum_sq_probs, t.rejected_mask
             )

@@ -85,7 +85,7 @@ def _train_here(spec: RunSpec, sources: Sources, run_dir: Path) -> Path:
     resume = last_complete_checkpoint(trainer_dir(spec))
     if is_main_process():
         keep_log_until(partial_log, resume[1] if resume else 0)
-    variant = build_loss(spec.loss.name, spec.loss.params)
+    variant = build_loss(spec.loss.module, spec.loss.params)
     rows = scored_rows(spec, variant, sources.data.training_pairs())
     ref_path = sources.model.reference()
     policy, tokenizer = sources.model.load(ref_path)

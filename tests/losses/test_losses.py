@@ -49,8 +49,10 @@ def test_every_loss_yaml_has_a_module_and_a_paper() -> None:
     for name in options("loss"):
         data = yaml.safe_load((CONF_DIR / "loss" / f"{name}.yaml").read_text())
         assert data.get("paper"), f"conf/loss/{name}.yaml must name its paper"
-        params = {k: v for k, v in data.items() if k not in ("paper", "equation")}
-        build_loss(name, params)
+        params = {
+            k: v for k, v in data.items() if k not in ("paper", "equation", "implementation", "defaults")
+        }
+        build_loss(data.get("implementation", name), params)  # a recipe runs its implementation's code
 
 
 def test_unknown_hyperparameter_lists_valid_ones() -> None:

@@ -20,8 +20,8 @@ import re
 import pytest
 import torch
 
-from bench.groups import options
 from bench.losses import SequenceStats, TokenStats, build_loss
+from tests.helpers import loss_modules
 
 MISSING = "needs a 'Check:' worked example in its docstring"
 CHECK_LINE = re.compile(r"^(?P<indent>[ \t]*)Check:(?P<rest>.*)$", re.MULTILINE)
@@ -221,7 +221,7 @@ def _stats(batch: dict[str, list[float]]) -> SequenceStats:
     return SequenceStats(**fields)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("name", options("loss"), ids=options("loss"))
+@pytest.mark.parametrize("name", loss_modules(), ids=loss_modules())
 def test_worked_example(name: str) -> None:
     doc = importlib.import_module(f"bench.losses.{name}").__doc__
     params, batch, expect = _parse_module_check(name, doc)
