@@ -253,6 +253,17 @@ EQUAL = [
         {"loss_type": ["robust"], "beta": 0.5, "label_smoothing": 0.2},
     ),
     ("hinge", {"beta": 0.5}, {"loss_type": ["hinge"], "beta": 0.5}),
+    ("aot_unpaired", {"beta": 0.5}, {"loss_type": ["aot_unpaired"], "beta": 0.5}),
+    (
+        "mpo",
+        {"beta": 0.5},
+        {"loss_type": ["sigmoid", "bco_pair", "sft"], "loss_weights": [0.8, 0.2, 1.0], "beta": 0.5},
+    ),
+    (
+        "mpo",
+        {"beta": 0.5, "pref_weight": 1.0, "quality_weight": 0.5, "generation_weight": 0.0},
+        {"loss_type": ["sigmoid", "bco_pair"], "loss_weights": [1.0, 0.5], "beta": 0.5},
+    ),
     ("sigmoid_norm", {"beta": 5.0}, {"loss_type": ["sigmoid_norm"], "beta": 5.0}),
     ("nca_pair", {"beta": 0.5}, {"loss_type": ["nca_pair"], "beta": 0.5}),
     ("bco_pair", {"beta": 0.5}, {"loss_type": ["bco_pair"], "beta": 0.5}),
