@@ -127,9 +127,18 @@ class PreferenceLoss:
     # True: every training pair must carry the data's scores (score_chosen, score_rejected), checked before
     # any compute; they fill `chosen_scores` / `rejected_scores`.
     needs_scores: ClassVar[bool] = False
+    # True: the reference moves during training (bench.train.moving_ref): it is a second model in memory,
+    # scored on every batch instead of cached, and after each optimiser step `reference_update(step)` says
+    # how much of the policy to mix into it.
+    moving_reference: ClassVar[bool] = False
 
     def __call__(self, stats: SequenceStats) -> LossOutput:
         raise NotImplementedError
+
+    def reference_update(self, step: int) -> float | None:
+        """For a `moving_reference` variant: after optimiser step `step` (1-based), the weight alpha of
+        ref <- alpha * policy + (1 - alpha) * ref, or None to leave the reference as it is."""
+        return None
 
     def score_notes(self, chosen: list[float], rejected: list[float]) -> str | None:
         """For a `needs_scores` variant: what its preflight should tell the user about the data's scores

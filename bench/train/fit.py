@@ -26,6 +26,7 @@ from bench.losses import build_loss
 from bench.sources import Sources, select
 from bench.specs import RunSpec
 from bench.tracking import finish_training_run, start_training_run
+from bench.train import moving_ref
 from bench.train.distributed import launch_training
 from bench.train.refcache import model_identity
 from bench.train.scores import scored_rows
@@ -82,10 +83,14 @@ def _train_here(spec: RunSpec, sources: Sources, run_dir: Path) -> Path:
     if is_main_process():
         set_aside_damaged(trainer_dir(spec))
         remove_temporaries(step_checkpoints_dir(spec))  # a killed attempt's unfinished step saves
+    variant = build_loss(spec.loss.module, spec.loss.params)
     resume = last_complete_checkpoint(trainer_dir(spec))
+    if resume and variant.moving_reference and not (resume[0] / moving_ref.FILE).exists():
+        # killed between transformers' checkpoint and the reference's save (the older checkpoint is gone)
+        log.warning("%s lacks the moving reference: training restarts from step 0", resume[0])
+        resume = None
     if is_main_process():
         keep_log_until(partial_log, resume[1] if resume else 0)
-    variant = build_loss(spec.loss.module, spec.loss.params)
     rows = scored_rows(spec, variant, sources.data.training_pairs())
     ref_path = sources.model.reference()
     policy, tokenizer = sources.model.load(ref_path)
@@ -127,15 +132,17 @@ def _train_here(spec: RunSpec, sources: Sources, run_dir: Path) -> Path:
         dataset_num_proc=None,
         use_cpu=not torch.cuda.is_available(),
         # Reference log-probs come from the shared cache before training, so no reference model is kept
-        # in memory and no reference forward runs per step (TRL then passes them in each batch).
-        precompute_ref_log_probs=True,
+        # in memory and no reference forward runs per step (TRL then passes them in each batch); a reference
+        # that moves is the one exception (bench.train.moving_ref).
+        precompute_ref_log_probs=not variant.moving_reference,
     )
     callbacks = [log_callback(partial_log), no_final_checkpoint()]
     if spec.eval.every_steps:
         callbacks.append(step_saver(step_checkpoints_dir(spec), spec.eval.every_steps, tokenizer))
+    moving = sources.model.load(ref_path)[0].eval() if variant.moving_reference else None
     trainer = VariantTrainer(
         model=policy,
-        ref_model=None,
+        ref_model=moving,
         peft_config=_lora_config(spec),
         variant=variant,
         refstats=refstats,
@@ -145,6 +152,10 @@ def _train_here(spec: RunSpec, sources: Sources, run_dir: Path) -> Path:
         callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # our callback logs progress lines; no raw dict printing
+    if variant.moving_reference:
+        trainer.add_callback(
+            moving_ref.moving_reference_callback(trainer, variant, resume[0] if resume else None)
+        )
     if resume:
         log.info("resuming training of %s from step %d (%s)", spec.loss.name, resume[1], resume[0].name)
     else:

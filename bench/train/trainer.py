@@ -4,7 +4,7 @@ TRL keeps all of its loss branches in the private `_compute_loss`; we override i
 tokenisation, collation, optimiser, schedule, accelerate plumbing and the fused log-prob head; we compute the
 per-sequence statistics the same way for every variant and hand them to the variant's loss object. Nothing
 here looks at a variant's name: only at what it declares (`needs_reference`, `needs_kl_pairs`,
-`needs_token_logps`, `token_outputs`, `needs_scores`).
+`needs_token_logps`, `token_outputs`, `needs_scores`, `moving_reference`).
 
 Overriding private methods is a bet that TRL keeps them: `TRL_PRIVATE_API` records the signatures this class
 was written against, and a test compares them with the installed TRL, so an upgrade that changes one fails
@@ -52,6 +52,10 @@ class VariantTrainer(DPOTrainer):  # type: ignore[misc]
         self.variant = variant
         self.refstats = refstats
         self.token_view = variant.needs_token_logps or bool(variant.token_outputs)
+        # a reference that moves (bench.train.moving_ref) is `ref_model`, scored on every batch, never cached
+        self.moving = variant.moving_reference
+        if self.moving and variant.needs_kl_pairs:
+            raise RuntimeError("a moving reference cannot serve cached KL-pair reference log-probs")
         if "log_sum_sq_probs" in variant.token_outputs:
             # TRL's fused LM head computes log sum_v p(v)^2 only under `use_weighting`; its only other use is
             # in TRL's own loss, which _compute_loss below replaces
@@ -65,7 +69,9 @@ class VariantTrainer(DPOTrainer):  # type: ignore[misc]
             )
         if variant.needs_kl_pairs:  # training batches also carry the rows' KL pairs (bench.train.klpairs)
             self.data_collator = KLPairCollator(self.data_collator)
-        if self.token_view and variant.needs_reference:  # and the rows' per-token reference log-probs
+        if (
+            self.token_view and variant.needs_reference and not self.moving
+        ):  # and the rows' cached per-token ones
             self.data_collator = TokenRefCollator(self.data_collator)
         if variant.needs_scores:  # and the data's scores of each pair
             self.data_collator = ScoreCollator(self.data_collator)
@@ -215,13 +221,21 @@ class VariantTrainer(DPOTrainer):  # type: ignore[misc]
         return per_token.sum(1), shift_mask.sum(1)
 
     def _token_stats(
-        self, per_token: torch.Tensor, mask: torch.Tensor, out: Any, inputs: dict[str, Any]
+        self,
+        per_token: torch.Tensor,
+        mask: torch.Tensor,
+        out: Any,
+        inputs: dict[str, Any],
+        ref_per_token: torch.Tensor | None,
     ) -> TokenStats:
-        """The batch's per-token views (TokenStats) from the policy pass and the cached reference lists."""
+        """The batch's per-token views (TokenStats) from the policy pass and the reference's: the moving
+        reference's pass, or the cached lists."""
         fields: dict[str, torch.Tensor] = {}
         mask = mask.to(per_token.dtype)
         pairs = {"": per_token, "mask": mask}
-        if self.variant.needs_reference:
+        if ref_per_token is not None:
+            pairs["ref_"] = ref_per_token.to(per_token.dtype) * mask
+        elif self.variant.needs_reference:
             pairs["ref_"] = scatter(inputs["ref_token_logps_flat"], mask).to(per_token.dtype)
         for name in self.variant.token_outputs:
             pairs[name] = getattr(out, name)[:, -mask.size(1) :].detach() * mask
@@ -239,10 +253,16 @@ class VariantTrainer(DPOTrainer):  # type: ignore[misc]
         mode = "train" if model.training else "eval"
         per_token, shift_mask, out = self._token_logps(model, inputs)
         logps, tokens = per_token.sum(1), shift_mask.sum(1)
-        token_stats = self._token_stats(per_token, shift_mask, out, inputs) if self.token_view else None
-        ref_chosen = ref_rejected = None
-        if self.variant.needs_reference:  # precomputed once (see _precompute_ref_logps)
+        ref_chosen = ref_rejected = ref_per_token = None
+        if self.moving:  # the reference as it is now, scored on this batch
+            with torch.no_grad():
+                ref_per_token = self._token_logps(self.ref_model, inputs)[0]
+            ref_chosen, ref_rejected = ref_per_token.sum(1).chunk(2)
+        elif self.variant.needs_reference:  # precomputed once (see _precompute_ref_logps)
             ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+        token_stats = (
+            self._token_stats(per_token, shift_mask, out, inputs, ref_per_token) if self.token_view else None
+        )
         kl: dict[str, torch.Tensor] = {}
         if self.variant.needs_kl_pairs:  # the rows' mismatched pairs; a reference point, so no gradient
             with torch.no_grad():

@@ -168,3 +168,84 @@ def test_sampo_is_dpo_when_the_answers_have_equal_lengths(harness: parity.Harnes
     sampo = build_loss("sampo", {"beta": 0.5})(stats).losses
     dpo = build_loss("dpo", {"beta": 0.5})(stats).losses
     assert torch.allclose(sampo, dpo, atol=1e-6)
+
+
+def _train(trainer: Any) -> tuple[list[float], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    trainer.train()
+    losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
+    policy = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    reference = {k: v.detach().clone() for k, v in trainer.ref_model.state_dict().items()}
+    return losses, policy, reference
+
+
+def test_tr_dpo_trains_like_trls_synced_reference(harness: parity.Harness, tmp_path: Path) -> None:
+    """Four optimiser steps with the reference mixed (alpha 0.6) after steps 2 and 4: our moving reference
+    (bench.train.moving_ref) against TRL's sync_ref_model, from the same policy, reference and data."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    from bench.train.moving_ref import moving_reference_callback
+
+    root = harness.root
+    common: dict[str, Any] = dict(
+        per_device_train_batch_size=len(parity.ROWS),
+        max_steps=4,
+        learning_rate=5e-3,
+        logging_steps=1,
+        bf16=False,
+        activation_checkpointing=False,
+        use_cpu=True,
+        report_to=[],
+        disable_tqdm=True,
+        save_strategy="no",
+        seed=0,
+        precompute_ref_log_probs=False,
+        beta=0.5,
+    )
+
+    def models() -> dict[str, Any]:
+        return {
+            "model": AutoModelForCausalLM.from_pretrained(str(root / "policy")),
+            "ref_model": AutoModelForCausalLM.from_pretrained(str(root / "reference")).eval(),
+            "train_dataset": Dataset.from_list(parity.ROWS),
+            "processing_class": AutoTokenizer.from_pretrained(str(root / "reference")),
+        }
+
+    sync = {"sync_ref_model": True, "ref_model_mixup_alpha": 0.6, "ref_model_sync_steps": 2}
+    theirs = DPOTrainer(args=DPOConfig(output_dir=str(tmp_path / "trl"), **common, **sync), **models())
+    variant = build_loss("tr_dpo", {"beta": 0.5, "alpha": 0.6, "sync_steps": 2})
+    ours = VariantTrainer(
+        args=DPOConfig(output_dir=str(tmp_path / "ours"), **common),
+        variant=variant,
+        refstats={"identity": "parity-reference", "cache_dir": str(tmp_path / "cache")},
+        **models(),
+    )
+    ours.add_callback(moving_reference_callback(ours, variant, None))
+    their_losses, their_policy, their_reference = _train(theirs)
+    our_losses, our_policy, our_reference = _train(ours)
+    assert len(our_losses) == 4 and our_losses == pytest.approx(their_losses, abs=1e-5)
+    initial = AutoModelForCausalLM.from_pretrained(str(root / "reference")).state_dict()
+    for name, value in our_reference.items():
+        assert torch.allclose(value, their_reference[name], atol=1e-6), name
+    assert any(not torch.allclose(our_reference[k], initial[k]) for k in our_reference)  # it did move
+    for name, value in our_policy.items():
+        assert torch.allclose(value, their_policy[name], atol=1e-6), name
+
+
+def test_the_moving_reference_is_saved_with_a_checkpoint_and_restored(tmp_path: Path) -> None:
+    from bench.train import moving_ref
+
+    torch.manual_seed(0)
+    reference, policy = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    before = reference.weight.detach().clone()
+    moving_ref.mix_into(reference, policy, 0.25)
+    assert torch.allclose(reference.weight, 0.75 * before + 0.25 * policy.weight)
+    checkpoint = tmp_path / "checkpoint-4"
+    checkpoint.mkdir()
+    moving_ref.save(reference, checkpoint)
+    fresh = torch.nn.Linear(3, 2)
+    moving_ref.load(fresh, checkpoint)
+    assert torch.equal(fresh.weight, reference.weight) and torch.equal(fresh.bias, reference.bias)
+    with pytest.raises(RuntimeError, match="cannot resume a run whose reference moves"):
+        moving_ref.load(fresh, tmp_path)
