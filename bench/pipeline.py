@@ -78,7 +78,7 @@ def preflight(spec: RunSpec, unavailable: list[str] | None = None) -> Sources:
         lambda: check_prompts(spec),
         sources.model.check,
         lambda: check_judge(spec, sources),
-        lambda: check_scores(spec, sources),
+        lambda: check_variant(spec, sources),
     )
     for check in checks:
         try:
@@ -96,10 +96,18 @@ def preflight(spec: RunSpec, unavailable: list[str] | None = None) -> Sources:
     return sources
 
 
-def check_scores(spec: RunSpec, sources: Sources) -> None:
-    """A variant that needs per-pair scores (ODPO) gets them on every training pair, or fails here. The toy
-    world scores every pair by its judge, so its world is not built for this check."""
+def check_variant(spec: RunSpec, sources: Sources) -> None:
+    """What the variant declares, checked before any compute: per-pair scores (ODPO) on every training pair
+    (the toy world scores every pair by its judge, so its world is not built for this check), and a moving
+    reference (TR-DPO) only with full fine-tuning (with LoRA the reference is the frozen base: it cannot
+    move)."""
     variant = build_loss(spec.loss.module, spec.loss.params)
+    if variant.moving_reference and spec.model.lora is not None and spec.model.lora.enabled:
+        raise ConfigError(
+            f"loss={spec.loss.name} moves its reference during training, which needs a second full model; "
+            "with model.lora.enabled=true the reference is the frozen base. Set model.lora.enabled=false, or "
+            "choose a loss with a fixed reference"
+        )
     own_scores = sources.data.always_scored and not spec.dataset.train_path
     if variant.needs_scores and not own_scores:
         scored_rows(spec, variant, sources.data.training_pairs())

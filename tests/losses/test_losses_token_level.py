@@ -249,3 +249,15 @@ def test_the_moving_reference_is_saved_with_a_checkpoint_and_restored(tmp_path: 
     assert torch.equal(fresh.weight, reference.weight) and torch.equal(fresh.bias, reference.bias)
     with pytest.raises(RuntimeError, match="cannot resume a run whose reference moves"):
         moving_ref.load(fresh, tmp_path)
+
+
+def test_a_moving_reference_with_lora_is_refused_before_any_compute(tmp_path: Path) -> None:
+    from bench.config import load_spec
+    from bench.core.errors import ConfigError
+    from bench.pipeline import preflight
+    from tests.helpers import tiny_overrides
+
+    lora = "+model.lora={enabled: true, r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj, v_proj]}"
+    spec = load_spec(tiny_overrides(tmp_path, "loss=tr_dpo", lora))
+    with pytest.raises(ConfigError, match=r"loss=tr_dpo moves its reference .* model.lora.enabled=false"):
+        preflight(spec)
