@@ -30,23 +30,23 @@ def mix_into(reference: torch.nn.Module, policy: torch.nn.Module, alpha: float) 
 
 
 def save(reference: torch.nn.Module, checkpoint: Path) -> None:
-    from safetensors.torch import save_file
+    # safetensors' save_model, not save_file: it stores tied weights (embedding and head) once
+    from safetensors.torch import save_model
 
-    state = {k: v.detach().contiguous().cpu() for k, v in reference.state_dict().items()}
     tmp = checkpoint / f".{FILE}.tmp"
-    save_file(state, str(tmp))
+    save_model(reference, str(tmp))
     tmp.replace(checkpoint / FILE)
 
 
 def load(reference: torch.nn.Module, checkpoint: Path) -> None:
     """The reference as it was at `checkpoint`; an error when the checkpoint lacks it (a checkpoint of a run
     that did not move its reference cannot resume one that does)."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load_model
 
     path = checkpoint / FILE
     if not path.exists():
         raise RuntimeError(f"{checkpoint} has no {FILE}: it cannot resume a run whose reference moves")
-    reference.load_state_dict(load_file(str(path)), strict=False)
+    load_model(reference, str(path))
 
 
 def moving_reference_callback(trainer: Any, variant: Any, resume: Path | None) -> Any:

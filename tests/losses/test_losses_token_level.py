@@ -251,6 +251,24 @@ def test_the_moving_reference_is_saved_with_a_checkpoint_and_restored(tmp_path: 
         moving_ref.load(fresh, tmp_path)
 
 
+def test_a_moving_reference_with_tied_embeddings_round_trips(harness: parity.Harness, tmp_path: Path) -> None:
+    """The toy model ties its embedding and head (safetensors' save_file refuses shared tensors: the first
+    toy_moving_ref study failed on it at its first checkpoint)."""
+    from transformers import AutoModelForCausalLM
+
+    from bench.train import moving_ref
+
+    reference = AutoModelForCausalLM.from_pretrained(str(harness.root / "reference"))
+    policy = AutoModelForCausalLM.from_pretrained(str(harness.root / "policy"))
+    assert reference.get_input_embeddings().weight is reference.get_output_embeddings().weight
+    moving_ref.mix_into(reference, policy, 0.5)
+    moving_ref.save(reference, tmp_path)
+    fresh = AutoModelForCausalLM.from_pretrained(str(harness.root / "reference"))
+    moving_ref.load(fresh, tmp_path)
+    for (name, value), other in zip(reference.state_dict().items(), fresh.state_dict().values(), strict=True):
+        assert torch.equal(value, other), name
+
+
 def test_a_moving_reference_with_lora_is_refused_before_any_compute(tmp_path: Path) -> None:
     from bench.config import load_spec
     from bench.core.errors import ConfigError
@@ -261,3 +279,60 @@ def test_a_moving_reference_with_lora_is_refused_before_any_compute(tmp_path: Pa
     spec = load_spec(tiny_overrides(tmp_path, "loss=tr_dpo", lora))
     with pytest.raises(ConfigError, match=r"loss=tr_dpo moves its reference .* model.lora.enabled=false"):
         preflight(spec)
+
+
+def test_tr_dpo_saves_its_moving_reference_with_every_checkpoint(tiny_root: Path, tmp_path: Path) -> None:
+    """Through the train stage: the reference moves every step and is saved beside each resumable checkpoint
+    (kept here by stopping the stage at its second one), and a rerun resumes from it."""
+    from transformers import TrainerCallback
+
+    from bench.config import load_spec
+    from bench.sources import select
+    from bench.train import moving_ref
+    from bench.train.fit import run_train
+    from bench.train.state import trainer_dir
+    from tests.helpers import tiny_overrides
+
+    spec = load_spec(
+        tiny_overrides(
+            tiny_root,
+            "loss=tr_dpo",
+            "loss.sync_steps=1",
+            "train.max_steps=3",
+            "train.save_steps=1",
+            f"paths.scratch={tmp_path}",
+            f"paths.results={tmp_path / 'results'}",
+        )
+    )
+    seen: list[Path] = []
+
+    class Stop(Exception):
+        pass
+
+    class Look(TrainerCallback):  # type: ignore[misc]
+        def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            folder = trainer_dir(spec) / f"checkpoint-{state.global_step}"
+            if (folder / moving_ref.FILE).exists():
+                seen.append(folder)
+            if state.global_step == 2:
+                raise Stop
+
+    from transformers import Trainer
+
+    train = Trainer.train
+
+    def with_look(trainer: Any, *a: Any, **kw: Any) -> Any:
+        trainer.add_callback(Look())
+        return train(trainer, *a, **kw)
+
+    Trainer.train = with_look  # type: ignore[method-assign]
+    try:
+        with pytest.raises(Stop):
+            run_train(spec, select(spec), spec.run_dir())
+    finally:
+        Trainer.train = train  # type: ignore[method-assign]
+    assert [p.name for p in seen] == ["checkpoint-1", "checkpoint-2"]
+    from bench.core.records import read_json
+
+    run_train(spec, select(spec), spec.run_dir())  # resumes from checkpoint-2, its moving reference loaded
+    assert read_json(spec.run_dir() / "train_info.json")["resumed_from_step"] == 2
