@@ -222,22 +222,36 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return _wait_for(runs) if args.wait else 0
 
     _quiet_libraries()
+    submitted_at = time.time()
     job_ids = submit(data, runs, todo)
     if job_ids:
         print(f"submitted {len(todo)} run(s) as job(s) {', '.join(job_ids)}")
         print(f"follow them with: bench status {data['study']}")
     if args.wait:
-        return _wait_for(runs)
+        return _wait_for(runs, {r.spec.run_dir() for r in todo}, submitted_at)
     return 0
 
 
-def _wait_for(runs: list[PlannedRun]) -> int:
-    """Block until every run is done or failed, with a progress line whenever the counts change."""
+def _wait_state(run_dir: Path, resubmitted: bool, since: float) -> str:
+    """The run's state for the wait; a resubmitted run whose status.json predates the submission still shows
+    its previous attempt's end (failed, cancelled), which is not this attempt's: it is 'resubmitted'."""
     from bench.status import run_state
 
+    state = run_state(run_dir)[0]
+    if resubmitted and state in ("failed", "cancelled"):
+        status = run_dir / "status.json"
+        if status.exists() and status.stat().st_mtime < since:
+            return "resubmitted"
+    return state
+
+
+def _wait_for(runs: list[PlannedRun], submitted: set[Path] | None = None, since: float = 0.0) -> int:
+    """Block until every run is done or failed, with a progress line whenever the counts change. Runs in
+    `submitted` (sent at `since`) count as finished only once their new attempt has ended."""
+    submitted = submitted or set()
     last = ""
     while True:
-        states = [run_state(r.spec.run_dir())[0] for r in runs]
+        states = [_wait_state(r.spec.run_dir(), r.spec.run_dir() in submitted, since) for r in runs]
         counts = {s: states.count(s) for s in sorted(set(states))}
         line = ", ".join(f"{n} {s}" for s, n in counts.items())
         if line != last:

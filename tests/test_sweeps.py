@@ -194,3 +194,19 @@ def test_every_run_of_the_simpo_reproduction_has_a_distinct_readable_label() -> 
     simpo = [lab for lab in labels if lab.startswith("simpo ")]
     assert "simpo beta=2.5 gamma_beta_ratio=0.8 sft_weight=0 lr=1e-06" in simpo
     assert all("paper=" not in lab and "equation=" not in lab for lab in labels)
+
+
+def test_wait_does_not_take_a_resubmitted_runs_old_failure_for_its_new_end(tmp_path) -> None:
+    """`bench sweep --wait` after resubmitting failed runs once returned at once, reading the previous
+    attempt's 'failed' before the workers had started (seen on toy_moving_ref); it now waits for the new one."""
+    from bench.cli import _wait_state
+    from bench.core.records import atomic_write_json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    atomic_write_json(run / "status.json", {"state": "failed", "stage": "train", "error": "old"})
+    submitted_at = time.time() + 1  # the status file predates the submission
+    assert _wait_state(run, resubmitted=True, since=submitted_at) == "resubmitted"
+    assert _wait_state(run, resubmitted=False, since=submitted_at) == "failed"  # not sent again: final
+    os.utime(run / "status.json", (submitted_at + 1, submitted_at + 1))  # the new attempt wrote it
+    assert _wait_state(run, resubmitted=True, since=submitted_at) == "failed"
