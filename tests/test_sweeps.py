@@ -198,7 +198,8 @@ def test_every_run_of_the_simpo_reproduction_has_a_distinct_readable_label() -> 
 
 def test_wait_does_not_take_a_resubmitted_runs_old_failure_for_its_new_end(tmp_path) -> None:
     """`bench sweep --wait` after resubmitting failed runs once returned at once, reading the previous
-    attempt's 'failed' before the workers had started (seen on toy_moving_ref); it now waits for the new one."""
+    attempt's 'failed' before the workers had started (seen on toy_moving_ref); now it waits for the new
+    attempt."""
     from bench.cli import _wait_state
     from bench.core.records import atomic_write_json
 
