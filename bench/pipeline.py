@@ -110,7 +110,7 @@ def check_variant(spec: RunSpec, sources: Sources) -> None:
         )
     own_scores = sources.data.always_scored and not spec.dataset.train_path
     if variant.needs_scores and not own_scores:
-        scored_rows(spec, variant, sources.data.training_pairs())
+        scored_rows(spec, variant, sources.data)
 
 
 def preflight_once(spec: RunSpec, checked: set[str], unavailable: list[str] | None = None) -> None:

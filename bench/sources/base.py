@@ -47,6 +47,12 @@ class DataSource(ABC):
             return load_jsonl_rows(Path(self.spec.dataset.train_path))
         return self.own_pairs()
 
+    def add_scores(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The training rows with the data's per-pair scores, for a variant that declares `needs_scores`:
+        a file's rows carry their own (bench.sources.scores); a source that can score its pairs adds them
+        here, only when asked."""
+        return rows
+
     @abstractmethod
     def own_pairs(self) -> list[dict[str, Any]]:
         """The data's own training pairs, validated."""

@@ -33,24 +33,31 @@ def world(spec: RunSpec) -> Path:
 
 
 class ToyData(DataSource):
-    always_scored = True  # by the world's judge (own_pairs)
+    always_scored = True  # by the world's judge (add_scores)
 
     def __init__(self, spec: RunSpec) -> None:
         super().__init__(spec)
         self.params: WorldParams = world_params(spec.dataset.world)  # unknown keys and ranges fail here
 
     def own_pairs(self) -> list[dict[str, Any]]:
-        """The world's pairs, labelled by the run's seed, each with the judge's scores of its two answers (the
-        scores its labels were drawn from: P(chosen) = sigmoid((score_chosen - score_rejected) / tau))."""
         folder = world(self.spec)
-        rows: list[dict[str, Any]] = validate_rows(
-            files.labelled_pairs(folder, self.spec.seed), str(folder / "pairs.jsonl")
-        )
+        return validate_rows(files.labelled_pairs(folder, self.spec.seed), str(folder / "pairs.jsonl"))
+
+    def add_scores(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The world's own pairs with the judge's scores of their two answers (the scores the labels were
+        drawn from: P(chosen) = sigmoid((score_chosen - score_rejected) / tau)); a train_path file's rows
+        as they are."""
+        if self.spec.dataset.train_path:
+            return rows
         lam, hack = self.params.judge_lambda, process.judge_hack(self.params)
-        for row in rows:
-            row["score_chosen"] = process.judge_score(row["chosen"], lam, hack)
-            row["score_rejected"] = process.judge_score(row["rejected"], lam, hack)
-        return rows
+        return [
+            {
+                **row,
+                "score_chosen": process.judge_score(row["chosen"], lam, hack),
+                "score_rejected": process.judge_score(row["rejected"], lam, hack),
+            }
+            for row in rows
+        ]
 
     def heldout_prompts(self) -> list[Prompt]:
         return list(files.heldout_prompts(world(self.spec)))

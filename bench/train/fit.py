@@ -91,7 +91,7 @@ def _train_here(spec: RunSpec, sources: Sources, run_dir: Path) -> Path:
         resume = None
     if is_main_process():
         keep_log_until(partial_log, resume[1] if resume else 0)
-    rows = scored_rows(spec, variant, sources.data.training_pairs())
+    rows = scored_rows(spec, variant, sources.data)
     ref_path = sources.model.reference()
     policy, tokenizer = sources.model.load(ref_path)
     policy.train()

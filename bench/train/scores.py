@@ -26,13 +26,14 @@ class ScoreCollator:
         return batch
 
 
-def scored_rows(spec: Any, variant: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The training rows as `variant` trains on them: with both scores on every row (ConfigError otherwise)
-    when it declares `needs_scores`, without any score otherwise (its dataset and batches are then exactly
-    those of data without scores). A variant's notes on the scores (ODPO: pairs its offset ignores) are
-    logged."""
+def scored_rows(spec: Any, variant: Any, data: Any) -> list[dict[str, Any]]:
+    """The training rows of `data` (a DataSource) as `variant` trains on them: with both scores on every row
+    (ConfigError otherwise) when it declares `needs_scores`, without any score otherwise (its dataset and
+    batches are then exactly those of data without scores). A variant's notes on the scores (ODPO: pairs
+    its offset ignores) are logged."""
     if not variant.needs_scores:
-        return without_scores(rows)
+        return without_scores(data.training_pairs())
+    rows: list[dict[str, Any]] = data.add_scores(data.training_pairs())
     require_scores(rows, f"dataset={spec.dataset.name}", spec.loss.name)
     note = variant.score_notes([r["score_chosen"] for r in rows], [r["score_rejected"] for r in rows])
     if note:

@@ -75,20 +75,30 @@ def test_a_scored_loss_on_data_without_scores_fails_in_preflight_naming_the_rows
 def test_only_a_scored_variant_sees_scores_and_odpo_notes_the_pairs_it_ignores(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    class Rows:  # a DataSource's two methods scored_rows reads
+        def __init__(self, rows: list[dict[str, object]]) -> None:
+            self.rows = rows
+
+        def training_pairs(self) -> list[dict[str, object]]:
+            return self.rows
+
+        def add_scores(self, rows: list[dict[str, object]]) -> list[dict[str, object]]:
+            return rows
+
     rows = [
         {**PLAIN, "score_chosen": 2.0, "score_rejected": 1.0},
         {**PLAIN, "score_chosen": 1.0, "score_rejected": 1.0},
     ]
     dpo = load_spec(tiny_overrides(tmp_path, "loss=dpo"))
-    assert scored_rows(dpo, build_loss("dpo", {}), rows) == [PLAIN, PLAIN]
+    assert scored_rows(dpo, build_loss("dpo", {}), Rows(rows)) == [PLAIN, PLAIN]
     odpo = load_spec(tiny_overrides(tmp_path, "loss=odpo"))
-    assert scored_rows(odpo, build_loss("odpo", {}), rows) == rows
+    assert scored_rows(odpo, build_loss("odpo", {}), Rows(rows)) == rows
     assert "1 of 2 pairs have score_chosen <= score_rejected: ODPO gives them no loss" in caplog.text
     with pytest.raises(ConfigError, match=r"loss.offset=ratio .* every score must be positive"):
         scored_rows(
             odpo,
             build_loss("odpo", {"offset": "ratio"}),
-            [{**PLAIN, "score_chosen": 1.0, "score_rejected": 0.0}],
+            Rows([{**PLAIN, "score_chosen": 1.0, "score_rejected": 0.0}]),
         )
 
 
@@ -98,7 +108,8 @@ def test_the_toy_world_scores_every_pair_by_its_judge(tiny_root: Path) -> None:
 
     spec = load_spec(tiny_overrides(tiny_root, "loss=odpo"))
     data = select(spec).data
-    rows = data.training_pairs()
+    assert not set(SCORE_KEYS) & set(data.training_pairs()[0])  # scored only when a variant asks
+    rows = data.add_scores(data.training_pairs())
     assert data.always_scored and all(set(SCORE_KEYS) <= set(r) for r in rows)
     lam, hack = data.params.judge_lambda, process.judge_hack(data.params)  # type: ignore[attr-defined]
     assert rows[0]["score_chosen"] == process.judge_score(rows[0]["chosen"], lam, hack)
