@@ -134,6 +134,7 @@ def test_trainer_overrides_the_private_trl_api_it_was_written_against() -> None:
         "_token_stats",
         "_cached_reference_logps",
         "_cached_reference_token_logps",
+        "_reference_pass",
         "_log_batch",
     }
     assert overridden - ours == set(TRL_PRIVATE_API)

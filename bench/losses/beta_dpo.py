@@ -74,7 +74,7 @@ class Loss(PreferenceLoss):
         kept = torch.zeros_like(gap)
         kept[torch.multinomial(weights, count, replacement=False)] = 1.0
         beta_b = max(MIN_BETA, self.beta * (1 + self.alpha * (float((h * kept).sum()) / count - mean)))
-        losses = -F.logsigmoid(beta_b * gap) * kept * (h.numel() / count)
         if not math.isfinite(beta_b):
             raise RuntimeError(f"beta-DPO: the batch's beta is {beta_b} (gap statistics {running})")
+        losses = -F.logsigmoid(beta_b * gap) * kept * (h.numel() / count)
         return LossOutput(losses, self.beta * chosen_ratio, self.beta * rejected_ratio)

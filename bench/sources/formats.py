@@ -190,10 +190,8 @@ def normalise(rows: list[Any], source: str, fmt: str = "auto", fields: dict[str,
             if not isinstance(row, dict):
                 raise RowError(f"expected an object, got {type(row).__name__}")
             norm = normaliser(row, fields)
-            try:
-                norm.update(
-                    read_scores(row, fields)
-                )  # kept for variants that need them (bench.sources.scores)
+            try:  # per-pair scores, kept for variants that need them (bench.sources.scores)
+                norm.update(read_scores(row, fields))
             except ScoreError as err:
                 raise RowError(str(err)) from None
             chosen, rejected = completion_text(norm["chosen"]), completion_text(norm["rejected"])

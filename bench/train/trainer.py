@@ -14,6 +14,7 @@ there, by name, instead of training something else.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +70,7 @@ class VariantTrainer(DPOTrainer):  # type: ignore[misc]
             )
         if variant.needs_kl_pairs:  # training batches also carry the rows' KL pairs (bench.train.klpairs)
             self.data_collator = KLPairCollator(self.data_collator)
-        if (
-            self.token_view and variant.needs_reference and not self.moving
-        ):  # and the rows' cached per-token ones
+        if self.token_view and variant.needs_reference and not self.moving:  # and their per-token reference
             self.data_collator = TokenRefCollator(self.data_collator)
         if variant.needs_scores:  # and the data's scores of each pair
             self.data_collator = ScoreCollator(self.data_collator)
@@ -119,27 +118,35 @@ class VariantTrainer(DPOTrainer):  # type: ignore[misc]
             dataset = dataset.add_column("ref_kl_rejected_logps", rejected.tolist())
         return dataset
 
+    def _reference_pass(self, pairs: Any, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(per-token log-probs, completion mask), float32 on the CPU, of each collated batch of `pairs` under
+        `self.model`, which still holds the reference weights before training; rows [chosen; rejected]."""
+        model: Any = self.model
+        loader = DataLoader(pairs, batch_size=batch_size, collate_fn=self.data_collator, shuffle=False)
+        model.eval()
+        try:
+            with torch.no_grad():
+                for batch in loader:
+                    batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
+                    per_token, mask, _ = self._token_logps(model, batch)
+                    yield per_token.float().cpu(), mask.cpu()
+        finally:
+            model.train()
+
     def _cached_reference_logps(
         self, pairs: Any, name: str, batch_size: int, prefix: str
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Reference (chosen, rejected) log-probs of tokenised pairs; the cache key goes to refstats."""
         args: Any = self.args  # a DPOConfig
-        model: Any = self.model  # still the reference weights here
         settings = {"max_length": args.max_length, "truncation": args.truncation_mode}
         key = pairs_key(id_rows(pairs), self.refstats["identity"], settings)
 
         def compute() -> tuple[torch.Tensor, torch.Tensor]:
-            loader = DataLoader(pairs, batch_size=batch_size, collate_fn=self.data_collator, shuffle=False)
             chosen, rejected = [], []
-            model.eval()
-            with torch.no_grad():
-                for batch in loader:
-                    batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
-                    logps, _ = self._sequence_logps(model, batch)
-                    c, r = logps.chunk(2)
-                    chosen.append(c.float().cpu())
-                    rejected.append(r.float().cpu())
-            model.train()
+            for per_token, _ in self._reference_pass(pairs, batch_size):
+                c, r = per_token.sum(1).chunk(2)
+                chosen.append(c)
+                rejected.append(r)
             return torch.cat(chosen), torch.cat(rejected)
 
         chosen, rejected, computed = cached_reference_logps(Path(self.refstats["cache_dir"]), key, compute)
@@ -159,22 +166,15 @@ class VariantTrainer(DPOTrainer):  # type: ignore[misc]
         """Per-token reference log-probs of every pair, {"chosen": [row lists], "rejected": [...]}, from the
         shared cache (their own entry: the key says per_token)."""
         args: Any = self.args
-        model: Any = self.model  # still the reference weights here
         settings = {"max_length": args.max_length, "truncation": args.truncation_mode, "per_token": True}
         key = pairs_key(id_rows(pairs), self.refstats["identity"], settings)
 
         def compute() -> dict[str, torch.Tensor]:
-            loader = DataLoader(pairs, batch_size=batch_size, collate_fn=self.data_collator, shuffle=False)
             rows: dict[str, list[list[float]]] = {"chosen": [], "rejected": []}
-            model.eval()
-            with torch.no_grad():
-                for batch in loader:
-                    batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
-                    per_token, mask, _ = self._token_logps(model, batch)
-                    lists = split_rows(per_token.float().cpu(), mask.cpu())
-                    rows["chosen"] += lists[: len(lists) // 2]
-                    rows["rejected"] += lists[len(lists) // 2 :]
-            model.train()
+            for per_token, mask in self._reference_pass(pairs, batch_size):
+                lists = split_rows(per_token, mask)
+                rows["chosen"] += lists[: len(lists) // 2]
+                rows["rejected"] += lists[len(lists) // 2 :]
             out = {}
             for side, values in rows.items():
                 out[f"{side}_flat"] = torch.tensor([v for row in values for v in row])
