@@ -65,11 +65,19 @@ def _hydra_ready() -> None:
 
 
 _HYDRA_OWNED = False
+# Config maps that take keys their YAML does not list: column renames (`dataset.fields.gold=reference`) and
+# the toy world's optional knobs (`dataset.world.list_size=4`, checked by bench.toyworld.build.world_params);
+# Hydra's struct mode would refuse a new key without a leading "+"
+OPEN_MAPS = ("dataset.fields.", "dataset.world.")
+
+
+def _open_map(override: str) -> str:
+    return "++" + override if override.startswith(OPEN_MAPS) else override
 
 
 def compose(overrides: list[str] | None = None) -> DictConfig:
     """Compose conf/config.yaml with Hydra overrides; the choice of each group is kept under `choices`."""
-    overrides = list(overrides or [])
+    overrides = [_open_map(o) for o in overrides or []]
     _check_group_choices(overrides)
     try:
         _hydra_ready()

@@ -36,7 +36,7 @@ from bench.stages.lm_eval import LmEval, check_tasks
 from bench.stages.metrics import Metrics
 from bench.stages.reference import Reference
 from bench.stages.train import Train
-from bench.train.scores import scored_rows
+from bench.train.scores import variant_rows
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,8 @@ def preflight(spec: RunSpec, unavailable: list[str] | None = None) -> Sources:
 
 
 def check_variant(spec: RunSpec, sources: Sources) -> None:
-    """What the variant declares, checked before any compute: per-pair scores (ODPO) on every training pair
+    """What the variant declares, checked before any compute: the data's shape (bench.sources.shapes: lists,
+    unpaired rows, gold responses), per-pair scores (ODPO) on every training pair
     (the toy world scores every pair by its judge, so its world is not built for this check), and a moving
     reference (TR-DPO) only with full fine-tuning (with LoRA the reference is the frozen base: it cannot
     move)."""
@@ -109,8 +110,14 @@ def check_variant(spec: RunSpec, sources: Sources) -> None:
             "choose a loss with a fixed reference"
         )
     own_scores = sources.data.always_scored and not spec.dataset.train_path
-    if variant.needs_scores and not own_scores:
-        scored_rows(spec, variant, sources.data)
+    if own_scores and variant.data_shape == "gold":  # the toy world's rows are pairs or lists, never gold
+        raise ConfigError(
+            f"loss={spec.loss.name} trains on pairs with a gold response, and dataset={spec.dataset.name} "
+            "has none: give dataset.train_path=<JSONL of pairs with a `gold` field>, or a file dataset "
+            "(dataset=local dataset.path=<file>) with a gold column"
+        )
+    if not own_scores:  # the data's shape and scores as the variant needs them, before any compute
+        variant_rows(spec, variant, sources.data)
 
 
 def preflight_once(spec: RunSpec, checked: set[str], unavailable: list[str] | None = None) -> None:

@@ -12,9 +12,18 @@ from typing import Any
 
 from bench.core.errors import ConfigError, did_you_mean
 
-from .base import LossOutput, PreferenceLoss, SequenceStats, TokenStats
+from .base import DATA_SHAPES, ListStats, LossOutput, PreferenceLoss, SequenceStats, TokenStats
 
-__all__ = ["ConfigError", "LossOutput", "PreferenceLoss", "SequenceStats", "TokenStats", "build_loss"]
+__all__ = [
+    "DATA_SHAPES",
+    "ConfigError",
+    "ListStats",
+    "LossOutput",
+    "PreferenceLoss",
+    "SequenceStats",
+    "TokenStats",
+    "build_loss",
+]
 
 
 def build_loss(name: str, params: dict[str, Any]) -> PreferenceLoss:
@@ -27,6 +36,14 @@ def build_loss(name: str, params: dict[str, Any]) -> PreferenceLoss:
     cls = getattr(module, "Loss", None)
     if not (isinstance(cls, type) and issubclass(cls, PreferenceLoss)):
         raise ConfigError(f"bench/losses/{name}.py must define `Loss`, a PreferenceLoss dataclass")
+    if cls.data_shape not in DATA_SHAPES:
+        raise ConfigError(f"bench/losses/{name}.py: data_shape {cls.data_shape!r} is none of {DATA_SHAPES}")
+    if cls.data_shape != "pairs" and (cls.needs_token_logps or cls.token_outputs or cls.moving_reference):
+        # the per-token and moving-reference plumbing is written for a pair's two completions only
+        raise ConfigError(
+            f"bench/losses/{name}.py: data_shape {cls.data_shape!r} does not combine with per-token "
+            "log-probs or a moving reference"
+        )
     valid = [f.name for f in dataclasses.fields(cls)]
     for key in params:
         if key not in valid:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -42,6 +42,25 @@ class TokenStats:
         return self.ref_chosen_logps, self.ref_rejected_logps
 
 
+DATA_SHAPES = ("pairs", "list", "gold", "unpaired")  # PreferenceLoss.data_shape
+
+
+@dataclass(frozen=True)
+class ListStats:
+    """The completions of each row beyond its chosen and rejected one, for variants whose `data_shape` is
+    "list" (the rest of a ranked list, in rank order) or "gold" (one: the gold response): tensors (B, M),
+    summed completion log-probs and token counts as in SequenceStats; `mask` is 1.0 where a row has that
+    completion (a shorter list is padded; padded entries are 0 and must not count)."""
+
+    logps: torch.Tensor  # the policy's, with gradient
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    ref_logps: torch.Tensor | None = None  # the reference's (cached); None for reference-free variants
+    # the data's score of every completion of the row, chosen and rejected first: (B, 2 + M); None when the
+    # data has no scores (a list ranked by its order)
+    scores: torch.Tensor | None = None
+
+
 @dataclass(frozen=True)
 class SequenceStats:
     """Per-sequence statistics of one batch of B preference pairs (all tensors of shape (B,)).
@@ -67,6 +86,56 @@ class SequenceStats:
     # The data's per-pair scores (B,), only for variants that declare `needs_scores` (bench.sources.scores)
     chosen_scores: torch.Tensor | None = None
     rejected_scores: torch.Tensor | None = None
+    # sum over each completion's positions of KL(ref(.|x, y<t) || pi(.|x, y<t)), only for variants that
+    # declare `needs_position_kl` (TDPO's sequential KL), (B,), with gradient through the policy
+    chosen_position_kl: torch.Tensor | None = None
+    rejected_position_kl: torch.Tensor | None = None
+    # The more completions of each row, only for `data_shape` "list" and "gold" (ListStats)
+    more: ListStats | None = None
+    # Each row's label, only for `data_shape` "unpaired": 1.0 desirable, 0.0 undesirable (B,). There the
+    # chosen fields hold each row's one completion, and the rejected fields, also given as `policy_kl_logps`
+    # / `ref_kl_logps`, the completion of another row scored on this row's prompt (no gradient): KTO's
+    # mismatched pair
+    labels: torch.Tensor | None = None
+
+    def require_position_kl(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.chosen_position_kl is None or self.rejected_position_kl is None:
+            raise RuntimeError("this loss needs per-position KL but the batch has none (needs_position_kl?)")
+        return self.chosen_position_kl, self.rejected_position_kl
+
+    def require_more(self) -> ListStats:
+        if self.more is None:
+            raise RuntimeError(
+                "this loss needs more completions per row but the batch has none (data_shape?)"
+            )
+        return self.more
+
+    def require_labels(self) -> torch.Tensor:
+        if self.labels is None:
+            raise RuntimeError("this loss needs unpaired labels but the batch has none (data_shape?)")
+        return self.labels
+
+    def completions(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """(policy log-probs, reference log-probs or None, token counts, mask), each (B, K): the chosen, the
+        rejected and the more completions of each row side by side, in that order (for "list" data: rank
+        order, best first). The mask is 1.0 where a row has that completion (lists may be ragged)."""
+        more = self.require_more()
+        ones = torch.ones_like(self.policy_chosen_logps)
+        pol = torch.cat(
+            [self.policy_chosen_logps[:, None], self.policy_rejected_logps[:, None], more.logps], 1
+        )
+        tok = torch.cat([self.chosen_tokens[:, None], self.rejected_tokens[:, None], more.tokens], 1)
+        mask = torch.cat([ones[:, None], ones[:, None], more.mask], 1)
+        ref = None
+        if self.ref_chosen_logps is not None and self.ref_rejected_logps is not None:
+            if more.ref_logps is None:
+                raise RuntimeError(
+                    "the batch has reference log-probs for its pairs but not its more completions"
+                )
+            ref = torch.cat(
+                [self.ref_chosen_logps[:, None], self.ref_rejected_logps[:, None], more.ref_logps], 1
+            )
+        return pol, ref, tok.to(pol.dtype), mask
 
     def require_scores(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.chosen_scores is None or self.rejected_scores is None:
@@ -131,13 +200,35 @@ class PreferenceLoss:
     # scored on every batch instead of cached, and after each optimiser step `reference_update(step)` says
     # how much of the policy to mix into it.
     moving_reference: ClassVar[bool] = False
+    # True: `chosen_position_kl` / `rejected_position_kl` carry TDPO's sequential KL
+    # (bench.train.position_kl): the reference is a live second model scored on every batch, and the policy's
+    # forward returns full logits
+    needs_position_kl: ClassVar[bool] = False
+    # The shape of one training row (bench.sources.shapes converts the data to it, before any compute):
+    #   "pairs"     prompt, chosen, rejected
+    #   "list"      a ranked list of K >= 2 completions: chosen = first, rejected = second, the rest in
+    #               `stats.more` (ListStats) in rank order, with the data's scores when it has them
+    #   "gold"      a pair plus a gold response (TPO), the one entry of `stats.more`
+    #   "unpaired"  prompt, one completion, a desirable/undesirable label (`stats.labels`); see SequenceStats
+    data_shape: ClassVar[str] = "pairs"
 
     def __call__(self, stats: SequenceStats) -> LossOutput:
         raise NotImplementedError
 
+    @classmethod
+    def live_reference(cls) -> bool:
+        """Whether the reference is a second model in memory, scored on every batch, instead of cached."""
+        return cls.moving_reference or cls.needs_position_kl
+
     def reference_update(self, step: int) -> float | None:
         """For a `moving_reference` variant: after optimiser step `step` (1-based), the weight alpha of
-        ref <- alpha * policy + (1 - alpha) * ref, or None to leave the reference as it is."""
+        ref <- alpha * source + (1 - alpha) * ref, or None to leave the reference as it is. The source is the
+        policy, or the policy's bias-corrected EMA when `reference_averaging` says how to keep one."""
+        return None
+
+    def reference_averaging(self) -> dict[str, Any] | None:
+        """For a `moving_reference` variant whose reference follows an average of the policy rather than the
+        policy itself: the settings of TRL's BEMACallback (bench.train.moving_ref keeps it), or None."""
         return None
 
     def score_notes(self, chosen: list[float], rejected: list[float]) -> str | None:

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from bench.core.chat import Prompt
 from bench.sources.loading import load_causal_lm
 from bench.sources.rows import load_jsonl_rows
+from bench.sources.shapes import to_shape
 from bench.specs import RunSpec
 
 
@@ -40,12 +41,18 @@ class DataSource(ABC):
     def __init__(self, spec: RunSpec) -> None:
         self.spec = spec
 
-    def training_pairs(self) -> list[dict[str, Any]]:
-        """The run's training pairs {prompt, chosen, rejected}, every row validated (ConfigError lists bad
-        ones): dataset.train_path when it is set, else the data's own."""
+    def training_rows(self) -> list[dict[str, Any]]:
+        """The run's training rows in the data's own shape (pairs, ranked lists or unpaired rows:
+        bench.sources.shapes), every row validated (ConfigError lists bad ones): dataset.train_path when it
+        is set (pairs), else the data's own."""
         if self.spec.dataset.train_path:
             return load_jsonl_rows(Path(self.spec.dataset.train_path))
-        return self.own_pairs()
+        return self.own_rows()
+
+    def training_pairs(self) -> list[dict[str, Any]]:
+        """The training rows as pairs {prompt, chosen, rejected} (lists give best against worst); ShapeError
+        for unpaired data."""
+        return to_shape(self.training_rows(), "pairs", f"dataset={self.spec.dataset.name}")
 
     def add_scores(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The training rows with the data's per-pair scores, for a variant that declares `needs_scores`:
@@ -54,8 +61,8 @@ class DataSource(ABC):
         return rows
 
     @abstractmethod
-    def own_pairs(self) -> list[dict[str, Any]]:
-        """The data's own training pairs, validated."""
+    def own_rows(self) -> list[dict[str, Any]]:
+        """The data's own training rows (of one shape), validated."""
 
     @abstractmethod
     def heldout_prompts(self) -> list[Prompt]:

@@ -28,7 +28,7 @@ class FileData(DataSource):
         rows = read_split(str(d.path), split, d.revision)
         return normalise(rows, f"{d.path} [{split}]", d.format, d.fields, d.max_chars)
 
-    def own_pairs(self) -> list[dict[str, Any]]:
+    def own_rows(self) -> list[dict[str, Any]]:
         return self._split(self.spec.dataset.train_split)
 
     def heldout_prompts(self) -> list[Prompt]:
@@ -42,7 +42,7 @@ class FileData(DataSource):
         return distinct([r["prompt"] for r in self._split(d.test_split)])
 
     def check(self) -> None:
-        self.training_pairs()
+        self.training_rows()
         if not self.spec.eval.prompts:
             self.heldout_prompts()
 

@@ -17,7 +17,11 @@ Formats (dataset.format):
   hh      Anthropic HH-RLHF: two transcripts "\\n\\nHuman: ... \\n\\nAssistant: ..." that differ only in the
           last assistant turn
   system  orca_dpo_pairs: {system, question, chosen, rejected} strings
+  list, ultrafeedback, unpaired: rows of other shapes (ranked lists, unpaired feedback): bench.sources.shapes
   auto    decided per file from the first row's fields and types
+
+A pair row may also carry a gold response (TPO), `gold` or dataset.fields.gold=<column>, in the form of its
+chosen completion.
 """
 
 from __future__ import annotations
@@ -29,9 +33,10 @@ from typing import Any
 
 from bench.core.errors import ConfigError
 from bench.sources.scores import ScoreError, read_scores
+from bench.sources.shapes import SHAPE_FORMATS, SHAPE_NORMALISERS, ShapeRowError, detect_shape_format
 
 Row = dict[str, Any]
-FORMATS = ("auto", "plain", "chat", "trl", "hh", "system")
+FORMATS = ("auto", "plain", "chat", "trl", "hh", "system", *SHAPE_FORMATS)
 ROLES = ("system", "user", "assistant")
 MAX_REPORTED = 20
 
@@ -154,6 +159,9 @@ def detect_format(row: Any, fields: dict[str, str]) -> str:
     """The format of a file from its first row (dataset.format=auto)."""
     if not isinstance(row, dict):
         raise ConfigError(f"the first row is a {type(row).__name__}, not an object: cannot detect its format")
+    shaped = detect_shape_format(row)
+    if shaped:
+        return shaped
     chosen = row.get(fields.get("chosen", "chosen"))
     if fields.get("question", "question") in row:
         return "system"
@@ -170,6 +178,30 @@ def completion_text(value: str | list[dict[str, str]]) -> str:
     return value if isinstance(value, str) else value[-1]["content"]
 
 
+def _gold(row: Row, fields: dict[str, str], norm: Row) -> None:
+    """The row's gold response (TPO), when it has one, in the form of its chosen completion."""
+    name = fields.get("gold", "gold")
+    value = row.get(name)
+    if value is None:
+        return
+    if isinstance(norm["chosen"], str):
+        norm["gold"] = _text(value, name)
+        return
+    if isinstance(value, str):
+        value = [{"role": "assistant", "content": value}]
+    messages = _messages(value, name)
+    if messages[-1]["role"] != "assistant" or not messages[-1]["content"].strip():
+        raise RowError(f"'{name}' must end with a non-empty assistant message")
+    norm["gold"] = [messages[-1]]
+
+
+def _shaped_row(normaliser: Callable[[Row, dict[str, str]], Row], row: Row, fields: dict[str, str]) -> Row:
+    try:
+        return normaliser(row, fields)
+    except ShapeRowError as err:
+        raise RowError(str(err)) from None
+
+
 def normalise(rows: list[Any], source: str, fmt: str = "auto", fields: dict[str, str] | None = None,
               max_chars: int | None = None) -> list[Row]:  # fmt: skip
     """Every row in the one schema; raises ConfigError listing every bad row with what is wrong, before
@@ -183,13 +215,17 @@ def normalise(rows: list[Any], source: str, fmt: str = "auto", fields: dict[str,
         raise ConfigError(f"{source}: no preference rows")
     rows = [row for _, row in numbered]
     fmt = detect_format(rows[0], fields) if fmt == "auto" else fmt
-    normaliser = NORMALISERS[fmt]
+    normaliser = NORMALISERS.get(fmt)
     out, bad = [], []
     for i, row in numbered:
         try:
             if not isinstance(row, dict):
                 raise RowError(f"expected an object, got {type(row).__name__}")
+            if normaliser is None:  # a list or unpaired format
+                out.append(_shaped_row(SHAPE_NORMALISERS[fmt], row, fields))
+                continue
             norm = normaliser(row, fields)
+            _gold(row, fields, norm)
             try:  # per-pair scores, kept for variants that need them (bench.sources.scores)
                 norm.update(read_scores(row, fields))
             except ScoreError as err:

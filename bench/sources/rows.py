@@ -1,4 +1,5 @@
-"""Preference rows {prompt, chosen, rejected}: validation, and reading them from a JSON Lines file.
+"""Preference rows {prompt, chosen, rejected} (optionally scores and a gold response): validation, and reading
+them from a JSON Lines file.
 
 Validation runs before any model is loaded and reports every bad row with its line number, so a researcher
 fixes a file once instead of once per crash.
@@ -29,6 +30,8 @@ def row_problems(row: Any) -> list[str]:
             problems.append(f"field '{key}' must be a string, got {type(row[key]).__name__}")
         elif not row[key].strip():
             problems.append(f"field '{key}' is empty")
+    if "gold" in row and (not isinstance(row["gold"], str) or not row["gold"].strip()):
+        problems.append("field 'gold' (a gold response, for TPO) must be a non-empty string")
     if not problems and row["chosen"] == row["rejected"]:
         problems.append("'chosen' and 'rejected' are identical (no preference signal)")
     try:
@@ -53,7 +56,10 @@ def validate_rows(rows: list[Any], source: str) -> list[dict[str, Any]]:
             + "\n".join(lines)
             + more
         )
-    return [{**{k: r[k] for k in FIELDS}, **read_scores(r, {})} for r in rows]
+    return [
+        {**{k: r[k] for k in FIELDS}, **read_scores(r, {}), **({"gold": r["gold"]} if "gold" in r else {})}
+        for r in rows
+    ]
 
 
 def load_jsonl_rows(path: Path) -> list[dict[str, Any]]:

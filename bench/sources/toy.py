@@ -39,15 +39,18 @@ class ToyData(DataSource):
         super().__init__(spec)
         self.params: WorldParams = world_params(spec.dataset.world)  # unknown keys and ranges fail here
 
-    def own_pairs(self) -> list[dict[str, Any]]:
+    def own_rows(self) -> list[dict[str, Any]]:
+        """The world's pairs labelled by the run's seed, or its ranked lists when it has them (list_size)."""
         folder = world(self.spec)
+        if self.params.list_size > 2:
+            return files.labelled_lists(folder, self.spec.seed, self.params.judge_tau)
         return validate_rows(files.labelled_pairs(folder, self.spec.seed), str(folder / "pairs.jsonl"))
 
     def add_scores(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The world's own pairs with the judge's scores of their two answers (the scores the labels were
         drawn from: P(chosen) = sigmoid((score_chosen - score_rejected) / tau)); a train_path file's rows
         as they are."""
-        if self.spec.dataset.train_path:
+        if self.spec.dataset.train_path or self.params.list_size > 2:  # a file's own; lists carry theirs
             return rows
         lam, hack = self.params.judge_lambda, process.judge_hack(self.params)
         return [
@@ -64,7 +67,7 @@ class ToyData(DataSource):
 
     def check(self) -> None:
         if self.spec.dataset.train_path:  # the world's own pairs are checked when it is built
-            self.training_pairs()
+            self.training_rows()
 
     def gold(self) -> GoldReward:
         return GoldReward(self.params.gold_alphas, process.gold_reward, process.sentiment)

@@ -52,6 +52,8 @@ def world_params(raw: Mapping[str, Any]) -> WorldParams:
             "dataset.world: judge_hack_bonus must be >= 0 and, when it is not 0, judge_hack_word a word of "
             f"the toy vocabulary (bench/toyworld/vocab.py), got {params.judge_hack_word!r}"
         )
+    if not 2 <= params.list_size <= 16:
+        raise ConfigError(f"dataset.world.list_size must be in [2, 16], got {params.list_size}")
     if params.judge_tau <= 0:
         raise ConfigError(f"dataset.world.judge_tau must be > 0, got {params.judge_tau}")
     return params
@@ -141,6 +143,22 @@ def _true_logprob(completion: str, p: float, q: float, params: WorldParams) -> f
     return -math.log(params.max_len - params.min_len + 1) + sum(per_class[word_class(w)] for w in words)
 
 
+def _lists(groups: list[list[dict[str, Any]]], params: WorldParams) -> list[dict[str, Any]]:
+    """Each prompt's distinct non-empty samples with the judge's scores (each run seed ranks them by its own
+    noisy draw: bench.toyworld.files.labelled_lists); a prompt with fewer than 2 is left out."""
+    out = []
+    for group in groups:
+        if len({g["prompt"] for g in group}) != 1:
+            raise RuntimeError("reference samples came back out of prompt order")
+        completions = list(dict.fromkeys(g["completion"] for g in group if g["completion"]))
+        if len(completions) >= 2:
+            scores = [
+                process.judge_score(c, params.judge_lambda, process.judge_hack(params)) for c in completions
+            ]
+            out.append({"prompt": group[0]["prompt"], "completions": completions, "judge_scores": scores})
+    return out
+
+
 def build_world(params: WorldParams, toy: ReferenceArch, out: Path) -> dict[str, Any]:
     """Write a complete world into `out` (a fresh folder) and return its timings."""
     t0 = time.perf_counter()
@@ -164,9 +182,11 @@ def build_world(params: WorldParams, toy: ReferenceArch, out: Path) -> dict[str,
     model, tok = load_reference(out / "reference")
     gen = Ancestral(max_new_tokens=48, batch_size=512)
     with torch.no_grad():
-        samples = sample(model, tok, train_prompts, 2, gen, seed=params.seed, desc="preference pairs")
+        k = params.list_size
+        samples = sample(model, tok, train_prompts, k, gen, seed=params.seed, desc="preference pairs")
+    groups = [samples[i : i + k] for i in range(0, len(samples), k)]
     pairs, dropped = [], 0
-    for a, b in zip(samples[0::2], samples[1::2], strict=True):
+    for a, b, *_ in groups:
         if not a["completion"] or not b["completion"] or a["completion"] == b["completion"]:
             dropped += 1  # an empty or tied pair carries no preference; a well-fitted model rarely makes one
             continue
@@ -185,6 +205,7 @@ def build_world(params: WorldParams, toy: ReferenceArch, out: Path) -> dict[str,
                 ),
             }
         )
+    lists = _lists(groups, params) if k > 2 else []
     timings["pairs_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -226,6 +247,8 @@ def build_world(params: WorldParams, toy: ReferenceArch, out: Path) -> dict[str,
 
     atomic_write_jsonl(out / "heldout_prompts.jsonl", ({"prompt": p} for p in heldout))
     atomic_write_jsonl(out / "pairs.jsonl", pairs)
+    if lists:
+        atomic_write_jsonl(out / "lists.jsonl", lists)
     atomic_write_jsonl(out / "tasks" / "toy_nll.jsonl", nll_docs)
     atomic_write_jsonl(out / "tasks" / "toy_mc.jsonl", mc_docs)
     timings["total_s"] = time.perf_counter() - t0
@@ -248,6 +271,7 @@ def build_world(params: WorldParams, toy: ReferenceArch, out: Path) -> dict[str,
             "judge_favours_longer": chosen_longer,
             "pairs": len(pairs),
             "pairs_dropped_empty_or_tied": dropped,
+            "lists": len(lists),
             "heldout_prompts": len(heldout),
         },
     }

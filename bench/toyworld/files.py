@@ -27,6 +27,29 @@ def labelled_pairs(world: Path, seed: int) -> list[dict[str, str]]:
     return rows
 
 
+def labelled_lists(world: Path, seed: int, tau: float) -> list[dict[str, object]]:
+    """The world's lists ranked by the judge with noise: each completion's score is the judge's score plus
+    tau x a Gumbel draw (one per completion and seed), and the list is sorted by it. This is the judge's
+    Plackett-Luce model at temperature tau, whose two-completion case is exactly the pairs' labels
+    (P(a over b) = sigmoid((s_a - s_b) / tau)); the noisy scores are the list's `scores`."""
+    rng = np.random.default_rng([seed, 8])
+    rows = []
+    for row in read_jsonl(world / "lists.jsonl"):
+        noisy = [
+            s + tau * g
+            for s, g in zip(row["judge_scores"], rng.gumbel(size=len(row["judge_scores"])), strict=True)
+        ]
+        order = sorted(range(len(noisy)), key=lambda i: -noisy[i])
+        rows.append(
+            {
+                "prompt": row["prompt"],
+                "completions": [row["completions"][i] for i in order],
+                "scores": [float(noisy[i]) for i in order],
+            }
+        )
+    return rows
+
+
 def heldout_prompts(world: Path) -> list[str]:
     """Evaluation prompts, disjoint from every training and fitting prompt of the world."""
     return [r["prompt"] for r in read_jsonl(world / "heldout_prompts.jsonl")]

@@ -34,6 +34,9 @@ class WorldParams:
     judge_hack_word: str = ""
     judge_hack_bonus: float = 0.0
     gold_alphas: tuple[float, ...] = (1.0, 3.0)  # repetition penalties the gold reward is reported at
+    # Reference samples per training prompt: 2 makes pairs; K > 2 also writes ranked lists of K (lists.jsonl),
+    # which the world's data then gives (dataset=toy_lists; pairwise variants get best against worst)
+    list_size: int = 2
     n_sft: int = 40000  # base-process samples the reference model is fitted to
     n_train_prompts: int = 2000  # preference pairs, one per prompt
     n_heldout_prompts: int = 256  # evaluation prompts, disjoint from all training prompts

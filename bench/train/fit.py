@@ -28,8 +28,9 @@ from bench.specs import RunSpec
 from bench.tracking import finish_training_run, start_training_run
 from bench.train import moving_ref
 from bench.train.distributed import launch_training
+from bench.train.more import trainer_rows
 from bench.train.refcache import model_identity
-from bench.train.scores import scored_rows
+from bench.train.scores import variant_rows
 from bench.train.state import (
     discard_partial_saves,
     is_main_process,
@@ -85,13 +86,14 @@ def _train_here(spec: RunSpec, sources: Sources, run_dir: Path) -> Path:
         remove_temporaries(step_checkpoints_dir(spec))  # a killed attempt's unfinished step saves
     variant = build_loss(spec.loss.module, spec.loss.params)
     resume = last_complete_checkpoint(trainer_dir(spec))
-    if resume and variant.moving_reference and not (resume[0] / moving_ref.FILE).exists():
+    kept = [moving_ref.FILE] + ([moving_ref.BEMA_FILE] if variant.reference_averaging() is not None else [])
+    if resume and variant.moving_reference and not all((resume[0] / f).exists() for f in kept):
         # killed between transformers' checkpoint and the reference's save (the older checkpoint is gone)
         log.warning("%s lacks the moving reference: training restarts from step 0", resume[0])
         resume = None
     if is_main_process():
         keep_log_until(partial_log, resume[1] if resume else 0)
-    rows = scored_rows(spec, variant, sources.data)
+    rows = variant_rows(spec, variant, sources.data)
     ref_path = sources.model.reference()
     policy, tokenizer = sources.model.load(ref_path)
     policy.train()
@@ -133,13 +135,14 @@ def _train_here(spec: RunSpec, sources: Sources, run_dir: Path) -> Path:
         use_cpu=not torch.cuda.is_available(),
         # Reference log-probs come from the shared cache before training, so no reference model is kept
         # in memory and no reference forward runs per step (TRL then passes them in each batch); a reference
-        # that moves is the one exception (bench.train.moving_ref).
-        precompute_ref_log_probs=not variant.moving_reference,
+        # that moves (bench.train.moving_ref) or whose whole distribution is needed (bench.train.position_kl)
+        # is the exception.
+        precompute_ref_log_probs=not variant.live_reference(),
     )
     callbacks = [log_callback(partial_log), no_final_checkpoint()]
     if spec.eval.every_steps:
         callbacks.append(step_saver(step_checkpoints_dir(spec), spec.eval.every_steps, tokenizer))
-    moving = sources.model.load(ref_path)[0].eval() if variant.moving_reference else None
+    moving = sources.model.load(ref_path)[0].eval() if variant.live_reference() else None
     trainer = VariantTrainer(
         model=policy,
         ref_model=moving,
@@ -147,7 +150,7 @@ def _train_here(spec: RunSpec, sources: Sources, run_dir: Path) -> Path:
         variant=variant,
         refstats=refstats,
         args=args,
-        train_dataset=Dataset.from_list(rows),
+        train_dataset=Dataset.from_list(trainer_rows(rows, variant.data_shape)),
         processing_class=tokenizer,
         callbacks=callbacks,
     )
@@ -159,7 +162,7 @@ def _train_here(spec: RunSpec, sources: Sources, run_dir: Path) -> Path:
     if resume:
         log.info("resuming training of %s from step %d (%s)", spec.loss.name, resume[1], resume[0].name)
     else:
-        log.info("training %s on %d pairs", spec.loss.name, len(rows))
+        log.info("training %s on %d %s rows", spec.loss.name, len(rows), variant.data_shape)
     try:
         trainer.train(resume_from_checkpoint=str(resume[0]) if resume else None)
         if spec.logging.wandb:

@@ -4,7 +4,7 @@ TRL keeps all of its loss branches in the private `_compute_loss`; we override i
 tokenisation, collation, optimiser, schedule, accelerate plumbing and the fused log-prob head; we compute the
 per-sequence statistics the same way for every variant and hand them to the variant's loss object. Nothing
 here looks at a variant's name: only at what it declares (`needs_reference`, `needs_kl_pairs`,
-`needs_token_logps`, `token_outputs`, `needs_scores`, `moving_reference`).
+`needs_token_logps`, `token_outputs`, `needs_scores`, `moving_reference`, `data_shape`).
 
 Overriding private methods is a bet that TRL keeps them: `TRL_PRIVATE_API` records the signatures this class
 was written against, and a test compares them with the installed TRL, so an upgrade that changes one fails
@@ -25,6 +25,15 @@ from trl import DPOTrainer
 from bench.losses import PreferenceLoss, SequenceStats, TokenStats
 from bench.sources.scores import SCORE_KEYS
 from bench.train.klpairs import KL_COLUMNS, KLPairCollator, add_kl_completions, kl_view
+from bench.train.more import (
+    MORE_COLUMNS,
+    MoreCollator,
+    more_reference_views,
+    more_stats,
+    tokenise_more,
+    unpaired_token_logps,
+)
+from bench.train.position_kl import position_kl_logps
 from bench.train.refcache import cached_reference_logps, cached_tensors, pairs_key
 from bench.train.scores import ScoreCollator
 from bench.train.tokens import check_lengths, id_rows, single_bos
@@ -54,7 +63,7 @@ class VariantTrainer(DPOTrainer):  # type: ignore[misc]
         self.refstats = refstats
         self.token_view = variant.needs_token_logps or bool(variant.token_outputs)
         # a reference that moves (bench.train.moving_ref) is `ref_model`, scored on every batch, never cached
-        self.moving = variant.moving_reference
+        self.moving = variant.live_reference()  # moving, or needed whole (position KL)
         if self.moving and variant.needs_kl_pairs:
             raise RuntimeError("a moving reference cannot serve cached KL-pair reference log-probs")
         if "log_sum_sq_probs" in variant.token_outputs:
@@ -72,8 +81,10 @@ class VariantTrainer(DPOTrainer):  # type: ignore[misc]
             self.data_collator = KLPairCollator(self.data_collator)
         if self.token_view and variant.needs_reference and not self.moving:  # and their per-token reference
             self.data_collator = TokenRefCollator(self.data_collator)
-        if variant.needs_scores:  # and the data's scores of each pair
+        if variant.needs_scores and variant.data_shape != "list":  # and the data's scores of each pair
             self.data_collator = ScoreCollator(self.data_collator)
+        if variant.data_shape != "pairs":  # more completions, list scores, unpaired labels (bench.train.more)
+            self.data_collator = MoreCollator(self.data_collator)
 
     def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
         total = len(dataset) if hasattr(dataset, "__len__") else 0
@@ -82,6 +93,13 @@ class VariantTrainer(DPOTrainer):  # type: ignore[misc]
         dataset = single_bos(dataset, processing_class)
         if self.variant.needs_kl_pairs:
             dataset = add_kl_completions(dataset)
+        if "more" in dataset.column_names:
+            parent = super()._prepare_dataset
+
+            def prepare(view: Any, name: str) -> Any:  # TRL's tokenisation, exactly as for the pairs
+                return single_bos(parent(view, processing_class, args, name), processing_class)
+
+            dataset = tokenise_more(dataset, prepare, dataset_name)
         return dataset
 
     def _set_signature_columns_if_needed(self) -> None:
@@ -91,6 +109,7 @@ class VariantTrainer(DPOTrainer):  # type: ignore[misc]
         extra = KL_COLUMNS if self.variant.needs_kl_pairs else []
         extra = extra + (TOKEN_COLUMNS if self.token_view else [])
         extra = extra + (list(SCORE_KEYS) if self.variant.needs_scores else [])
+        extra = extra + (MORE_COLUMNS if self.variant.data_shape != "pairs" else [])
         if extra:
             columns: list[str] = list(self._signature_columns or [])
             columns += [c for c in extra if c not in columns]
@@ -116,6 +135,15 @@ class VariantTrainer(DPOTrainer):  # type: ignore[misc]
             chosen, rejected = self._cached_reference_logps(kl_view(dataset), f"{name} KL", batch_size, "kl_")
             dataset = dataset.add_column("ref_kl_chosen_logps", chosen.tolist())
             dataset = dataset.add_column("ref_kl_rejected_logps", rejected.tolist())
+        if self.variant.needs_reference and "more_ids" in dataset.column_names:  # a list's or gold's more
+            columns: list[list[float]] = [[] for _ in range(len(dataset))]
+            for j, view in enumerate(more_reference_views(dataset)):
+                chosen, rejected = self._cached_reference_logps(
+                    view, f"{name} more {j}", batch_size, f"more{j}_"
+                )
+                for row, c, r in zip(columns, chosen.tolist(), rejected.tolist(), strict=True):
+                    row += [c, r]
+            dataset = dataset.add_column("ref_more_logps", columns)
         return dataset
 
     def _reference_pass(self, pairs: Any, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -251,10 +279,23 @@ class VariantTrainer(DPOTrainer):  # type: ignore[misc]
 
     def _compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool) -> Any:
         mode = "train" if model.training else "eval"
-        per_token, shift_mask, out = self._token_logps(model, inputs)
+        position_kl: dict[str, torch.Tensor] = {}
+        ref_per_token = None
+        if self.variant.needs_position_kl:  # full logits of both models (bench.train.position_kl)
+            per_token, shift_mask, ref_per_token, kl_t = position_kl_logps(model, self.ref_model, inputs)
+            out = None
+            position_kl = dict(
+                zip(("chosen_position_kl", "rejected_position_kl"), kl_t.sum(1).chunk(2), strict=True)
+            )
+        elif self.variant.data_shape == "unpaired":  # the rejected half is the KL pair: no gradient
+            per_token, shift_mask, out = unpaired_token_logps(self._token_logps, model, inputs)
+        else:
+            per_token, shift_mask, out = self._token_logps(model, inputs)
         logps, tokens = per_token.sum(1), shift_mask.sum(1)
-        ref_chosen = ref_rejected = ref_per_token = None
-        if self.moving:  # the reference as it is now, scored on this batch
+        ref_chosen = ref_rejected = None
+        if ref_per_token is not None:
+            ref_chosen, ref_rejected = ref_per_token.sum(1).chunk(2)
+        elif self.moving:  # the reference as it is now, scored on this batch
             with torch.no_grad():
                 ref_per_token = self._token_logps(self.ref_model, inputs)[0]
             ref_chosen, ref_rejected = ref_per_token.sum(1).chunk(2)
@@ -264,6 +305,10 @@ class VariantTrainer(DPOTrainer):  # type: ignore[misc]
             self._token_stats(per_token, shift_mask, out, inputs, ref_per_token) if self.token_view else None
         )
         kl: dict[str, torch.Tensor] = {}
+        if self.variant.data_shape == "unpaired":  # the rejected half, scored on the row's prompt
+            kl["policy_kl_logps"] = logps.chunk(2)[1]
+            if ref_rejected is not None:
+                kl["ref_kl_logps"] = ref_rejected
         if self.variant.needs_kl_pairs:  # the rows' mismatched pairs; a reference point, so no gradient
             with torch.no_grad():
                 kl_inputs = {k[3:]: v for k, v in inputs.items() if k.startswith("kl_")}
@@ -280,8 +325,11 @@ class VariantTrainer(DPOTrainer):  # type: ignore[misc]
             ref_rejected,
             **kl,
             tokens=token_stats,
-            chosen_scores=inputs["score_chosen"] if self.variant.needs_scores else None,
-            rejected_scores=inputs["score_rejected"] if self.variant.needs_scores else None,
+            chosen_scores=inputs.get("score_chosen"),
+            rejected_scores=inputs.get("score_rejected"),
+            more=more_stats(self._sequence_logps, model, inputs),
+            **position_kl,
+            labels=inputs.get("label"),
         )
         result = self.variant(stats)
         loss = result.losses.mean()
@@ -295,10 +343,13 @@ class VariantTrainer(DPOTrainer):  # type: ignore[misc]
     ) -> None:
         gather = self.accelerator.gather_for_metrics
         metrics = self._metrics[mode]
-        metrics["rewards/chosen"].append(gather(chosen).mean().item())
-        metrics["rewards/rejected"].append(gather(rejected).mean().item())
-        metrics["rewards/accuracies"].append(gather((chosen > rejected).float()).mean().item())
-        metrics["rewards/margins"].append(gather(chosen - rejected).mean().item())
+        # unpaired data: chosen rewards are the desirable rows', rejected the undesirable ones' (else NaN)
+        chosen, rejected = gather(chosen), gather(rejected)
+        metrics["rewards/chosen"].append(chosen.nanmean().item())
+        metrics["rewards/rejected"].append(rejected.nanmean().item())
+        if not (chosen.isnan().any() or rejected.isnan().any()):
+            metrics["rewards/accuracies"].append((chosen > rejected).float().mean().item())
+            metrics["rewards/margins"].append((chosen - rejected).mean().item())
         metrics["logps/chosen"].append(gather(stats.policy_chosen_logps.detach()).mean().item())
         metrics["logps/rejected"].append(gather(stats.policy_rejected_logps.detach()).mean().item())
         metrics["tokens/chosen"].append(gather(stats.chosen_tokens.float()).mean().item())

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import torch
 
 from bench.config import CONF_DIR, load_spec, options
 from bench.core.records import read_jsonl
+from bench.losses import build_loss
 from bench.sources import select
 from tests.helpers import REPO, tiny_overrides
 
@@ -27,6 +29,14 @@ def test_variant_trains_two_steps_and_moves_the_policy(name: str, tiny_root, tmp
     from bench.sources.toy import world
     from bench.train.fit import run_train
 
+    extra = []
+    loss = load_spec(tiny_overrides(tiny_root, f"loss={name}")).loss
+    if build_loss(loss.module, loss.params).data_shape == "gold":  # the toy world has none: a file that has
+        spec = load_spec(tiny_overrides(tiny_root))
+        rows = select(spec).data.training_pairs()
+        path = tmp_path / "gold.jsonl"
+        path.write_text("".join(json.dumps({**r, "gold": r["chosen"] + " good"}) + "\n" for r in rows))
+        extra.append(f"dataset.train_path={path}")
     spec = load_spec(
         tiny_overrides(
             tiny_root,
@@ -34,6 +44,7 @@ def test_variant_trains_two_steps_and_moves_the_policy(name: str, tiny_root, tmp
             "train.max_steps=2",
             f"paths.scratch={tmp_path}",
             f"paths.results={tmp_path / 'results'}",
+            *extra,
         )
     )
     checkpoint = run_train(spec, select(spec), spec.run_dir())

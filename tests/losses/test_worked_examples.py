@@ -20,7 +20,7 @@ import re
 import pytest
 import torch
 
-from bench.losses import SequenceStats, TokenStats, build_loss
+from bench.losses import ListStats, SequenceStats, TokenStats, build_loss
 from tests.helpers import loss_modules
 
 MISSING = "needs a 'Check:' worked example in its docstring"
@@ -34,6 +34,9 @@ OUTPUTS = ("loss", "chosen_rewards", "rejected_rewards")
 # Per-token views (TokenStats) are written token_<field>=a:b:c,d:e (rows by comma, tokens by colon); masks,
 # summed log-probs and token counts of SequenceStats then follow from them, as the trainer makes them.
 TOKEN_PREFIX = "token_"
+# More completions (ListStats) are written more_<field>=a:b,c:d too (rows by comma, completions by colon);
+# more_mask defaults to all ones. Unpaired rows give `labels` and B KL values (the rejected half).
+MORE_PREFIX = "more_"
 KL_FIELDS = ("policy_kl_logps", "ref_kl_logps")
 
 
@@ -72,8 +75,8 @@ def _pairs(section: str, text: str) -> dict[str, str]:
 def _numbers(section: str, pairs: dict[str, str]) -> dict[str, list[float]]:
     numbers: dict[str, list[float]] = {}
     for key, value in pairs.items():
-        if key.startswith(TOKEN_PREFIX):
-            continue  # parsed by _token_rows
+        if key.startswith((TOKEN_PREFIX, MORE_PREFIX)):
+            continue  # parsed by _token_rows / _more_rows
         try:
             numbers[key] = [float(v) for v in value.split(",")]
         except ValueError:
@@ -114,20 +117,27 @@ def parse_check(doc: str) -> tuple[dict[str, object], dict[str, list[float]], di
     tokens = _token_rows(batch_pairs)
     if tokens:
         batch.update(_sums(tokens))
+    more = _more_rows(batch_pairs)
+    if more:
+        batch[MORE_PREFIX] = more  # type: ignore[assignment]  # carried to _stats
     _require(bool(batch), "has a 'Check:' block with an empty 'batch:' line")
-    unknown = sorted(set(batch) - {f.name for f in dataclasses.fields(SequenceStats)} - {TOKEN_PREFIX})
+    unknown = sorted(
+        set(batch) - {f.name for f in dataclasses.fields(SequenceStats)} - {TOKEN_PREFIX, MORE_PREFIX}
+    )
     _require(
         not unknown, f"has batch fields {unknown} in its 'Check:' block that SequenceStats does not have"
     )
     # One value per pair, and 2B for the KL pairs (each prompt with another row's chosen and rejected): a
     # length slip would otherwise broadcast silently or fail deep inside the loss.
+    kl_per_row = 1 if "labels" in batch else 2
     sizes = {
-        key: len(values) // 2 if key in KL_FIELDS else len(values)
+        key: len(values) // kl_per_row if key in KL_FIELDS else len(values)
         for key, values in batch.items()
-        if key != TOKEN_PREFIX
+        if key not in (TOKEN_PREFIX, MORE_PREFIX)
     }
     _require(
-        len(set(sizes.values())) == 1 and all(len(batch[k]) % 2 == 0 for k in KL_FIELDS if k in batch),
+        len(set(sizes.values())) == 1
+        and all(len(batch[k]) % kl_per_row == 0 for k in KL_FIELDS if k in batch),
         f"has batch fields of inconsistent lengths in its 'Check:' block (B per pair field, 2B for "
         f"{' and '.join(KL_FIELDS)}): {sizes}",
     )
@@ -170,6 +180,25 @@ def _token_rows(pairs: dict[str, str]) -> dict[str, list[list[float]]]:
     return rows
 
 
+def _more_rows(pairs: dict[str, str]) -> dict[str, list[list[float]]]:
+    rows: dict[str, list[list[float]]] = {}
+    fields = {f.name for f in dataclasses.fields(ListStats)}
+    for key, value in pairs.items():
+        if not key.startswith(MORE_PREFIX):
+            continue
+        name = key.removeprefix(MORE_PREFIX)
+        _require(name in fields, f"has a more-completions field {key!r} that ListStats does not have")
+        try:
+            rows[name] = [[float(v) for v in row.split(":")] for row in value.split(",")]
+        except ValueError:
+            raise AssertionError(f"has a non-numeric more-completions value {key}={value!r}") from None
+    if rows:
+        _require("logps" in rows, "has more-completions fields without more_logps")
+        rows.setdefault("mask", [[1.0] * len(r) for r in rows["logps"]])
+        rows.setdefault("tokens", [[0.0] * len(r) for r in rows["logps"]])
+    return rows
+
+
 def _sums(tokens: dict[str, list[list[float]]]) -> dict[str, list[float]]:
     """The SequenceStats fields the trainer derives from the per-token view; token_ keeps the rows."""
     out: dict[str, list[float]] = {}
@@ -207,10 +236,15 @@ def _parse_module_check(
 def _stats(batch: dict[str, list[float]]) -> SequenceStats:
     batch = dict(batch)
     rows = batch.pop(TOKEN_PREFIX, None)
+    more = batch.pop(MORE_PREFIX, None)
     size = len(batch.get("policy_chosen_logps", []))
-    fields: dict[str, torch.Tensor | TokenStats] = {}
+    fields: dict[str, torch.Tensor | TokenStats | ListStats] = {}
     if rows:
         fields["tokens"] = _token_stats(rows)  # type: ignore[arg-type]
+    if more:
+        fields["more"] = ListStats(
+            **{k: torch.tensor(v, dtype=torch.float64) for k, v in more.items()}  # type: ignore[arg-type]
+        )
     for key, values in batch.items():
         # Token counts are integers in training (the trainer counts tokens); log-probs float64 so that the
         # 1e-5 comparison measures the formula, not float32 rounding.
@@ -237,7 +271,7 @@ def test_worked_example(name: str) -> None:
         assert actual.shape == wanted.shape, (
             f"bench/losses/{name}.py worked example: {key} = {actual.tolist()}, docstring gives {values}"
         )
-        assert torch.allclose(actual, wanted, rtol=0, atol=TOLERANCE), (
+        assert torch.allclose(actual, wanted, rtol=0, atol=TOLERANCE, equal_nan=True), (
             f"bench/losses/{name}.py worked example: {key} = {actual.tolist()}, docstring says {values}"
         )
 

@@ -15,7 +15,7 @@ from bench.pipeline import preflight
 from bench.sources.formats import normalise
 from bench.sources.rows import validate_rows
 from bench.sources.scores import SCORE_KEYS
-from bench.train.scores import scored_rows
+from bench.train.scores import variant_rows
 from tests.helpers import tiny_overrides
 
 PLAIN = {"prompt": "Name a colour.", "chosen": "Blue.", "rejected": "I like trains."}
@@ -75,11 +75,11 @@ def test_a_scored_loss_on_data_without_scores_fails_in_preflight_naming_the_rows
 def test_only_a_scored_variant_sees_scores_and_odpo_notes_the_pairs_it_ignores(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    class Rows:  # a DataSource's two methods scored_rows reads
+    class Rows:  # a DataSource's two methods variant_rows reads
         def __init__(self, rows: list[dict[str, object]]) -> None:
             self.rows = rows
 
-        def training_pairs(self) -> list[dict[str, object]]:
+        def training_rows(self) -> list[dict[str, object]]:
             return self.rows
 
         def add_scores(self, rows: list[dict[str, object]]) -> list[dict[str, object]]:
@@ -90,12 +90,12 @@ def test_only_a_scored_variant_sees_scores_and_odpo_notes_the_pairs_it_ignores(
         {**PLAIN, "score_chosen": 1.0, "score_rejected": 1.0},
     ]
     dpo = load_spec(tiny_overrides(tmp_path, "loss=dpo"))
-    assert scored_rows(dpo, build_loss("dpo", {}), Rows(rows)) == [PLAIN, PLAIN]
+    assert variant_rows(dpo, build_loss("dpo", {}), Rows(rows)) == [PLAIN, PLAIN]
     odpo = load_spec(tiny_overrides(tmp_path, "loss=odpo"))
-    assert scored_rows(odpo, build_loss("odpo", {}), Rows(rows)) == rows
+    assert variant_rows(odpo, build_loss("odpo", {}), Rows(rows)) == rows
     assert "1 of 2 pairs have score_chosen <= score_rejected: ODPO gives them no loss" in caplog.text
     with pytest.raises(ConfigError, match=r"loss.offset=ratio .* every score must be positive"):
-        scored_rows(
+        variant_rows(
             odpo,
             build_loss("odpo", {"offset": "ratio"}),
             Rows([{**PLAIN, "score_chosen": 1.0, "score_rejected": 0.0}]),
