@@ -23,6 +23,22 @@ def tiny_overrides(root: Path, *extra: str) -> list[str]:
     ]
 
 
+def local_overrides(tmp_path: Path, model: Path, data: Path, *extra: str) -> list[str]:
+    """A run on a local model folder and a local preference file, everything under tmp_path, train=tiny."""
+    return [
+        "model=local",
+        f"model.path={model}",
+        "dataset=local",
+        f"dataset.path={data}",
+        "train=tiny",
+        f"paths.results={tmp_path / 'results'}",
+        f"paths.scratch={tmp_path / 'scratch'}",
+        f"paths.cache={tmp_path / 'cache'}",
+        "logging.wandb=false",
+        *extra,
+    ]
+
+
 def wandb_records(path: Path) -> list[Any]:
     """The protobuf records of an offline .wandb file. wandb 0.31 reads these only in its Go core, so the
     file's framing (LevelDB's log format: 32 KiB blocks of [crc32, length, type] records after a 7-byte

@@ -120,3 +120,83 @@ def sequence_stats(trainer: Any, batch: dict[str, torch.Tensor]) -> SequenceStat
     chosen_tokens, rejected_tokens = tokens.chunk(2)
     ref_chosen, ref_rejected = ref_logps.chunk(2)
     return SequenceStats(chosen, rejected, chosen_tokens, rejected_tokens, ref_chosen, ref_rejected)
+
+
+# DPOConfig settings every parity trainer shares: CPU, fp32, no logging integrations or progress bars
+CPU = dict(bf16=False, activation_checkpointing=False, use_cpu=True, report_to=[], disable_tqdm=True)
+# ... and those of the parity tests that train a few steps (one batch of all ROWS per step)
+TRAINING: dict[str, Any] = dict(
+    per_device_train_batch_size=len(ROWS),
+    max_steps=4,
+    learning_rate=5e-3,
+    logging_steps=1,
+    save_strategy="no",
+    seed=0,
+    precompute_ref_log_probs=False,
+    beta=0.5,
+    **CPU,
+)
+
+
+def fresh_models(root: Path, rows: list[dict[str, Any]] = ROWS) -> dict[str, Any]:
+    """Trainer keyword arguments: the policy, the reference (eval mode), `rows` and the tokenizer, fresh."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import bench.toyworld.model  # noqa: F401  (registers the toy_llama model type)
+
+    return {
+        "model": AutoModelForCausalLM.from_pretrained(str(root / "policy")),
+        "ref_model": AutoModelForCausalLM.from_pretrained(str(root / "reference")).eval(),
+        "train_dataset": Dataset.from_list(rows),
+        "processing_class": AutoTokenizer.from_pretrained(str(root / "reference")),
+    }
+
+
+def our_trainer(
+    root: Path, cache: Path, rows: list[dict[str, Any]], name: str, params: dict[str, Any]
+) -> Any:
+    """Our VariantTrainer on `rows` (TRL-laid rows), one batch of all of them: reference log-probs from the
+    reference weights (cached under `cache`), then the policy's weights loaded, as if training had moved it
+    there."""
+    from transformers import AutoModelForCausalLM
+    from trl import DPOConfig
+
+    from bench.losses import build_loss
+
+    models = fresh_models(root, rows)
+    policy = models.pop("model")
+    trainer = VariantTrainer(
+        model=AutoModelForCausalLM.from_pretrained(str(root / "reference")),
+        ref_model=None,
+        variant=build_loss(name, params),
+        refstats={"identity": "parity-reference", "cache_dir": str(cache)},
+        # precomputed as bench.train.fit does: the hook gives reference-free variants none
+        args=DPOConfig(
+            output_dir=str(root / "ours"),
+            per_device_train_batch_size=len(rows),
+            precompute_ref_log_probs=True,
+            **CPU,
+        ),
+        train_dataset=models["train_dataset"],
+        processing_class=models["processing_class"],
+    )
+    trainer.model.load_state_dict(policy.state_dict())
+    return trainer
+
+
+def our_loss(trainer: Any) -> float:
+    """Our trainer's loss on one batch of its whole training set."""
+    dataset = trainer.train_dataset
+    batch = trainer.data_collator([dict(dataset[i]) for i in range(len(dataset))])
+    with torch.no_grad():
+        return float(trainer._compute_loss(trainer.model, batch, False))
+
+
+def train_steps(trainer: Any) -> tuple[list[float], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Train; (the logged losses, the policy's and the reference's weights after)."""
+    trainer.train()
+    losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
+    policy = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    reference = {k: v.detach().clone() for k, v in trainer.ref_model.state_dict().items()}
+    return losses, policy, reference

@@ -22,47 +22,19 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> parity.Harness:
     return parity.build(tmp_path_factory.mktemp("parity_bema"))
 
 
-def _train(trainer: Any) -> tuple[list[float], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    trainer.train()
-    losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
-    policy = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
-    reference = {k: v.detach().clone() for k, v in trainer.ref_model.state_dict().items()}
-    return losses, policy, reference
-
-
 def test_bema_dpo_trains_like_trls_bema_reference(harness: parity.Harness, tmp_path: Path) -> None:
     """Five steps, BEMA updated after every step and copied into the reference after steps 2 and 4."""
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     from trl import DPOConfig
     from trl.experimental.bema_for_ref_model import BEMACallback, DPOTrainer
 
     from bench.train.moving_ref import moving_reference_callback
 
     root = harness.root
-    common: dict[str, Any] = dict(
-        per_device_train_batch_size=len(parity.ROWS),
-        max_steps=5,
-        learning_rate=5e-3,
-        logging_steps=1,
-        bf16=False,
-        activation_checkpointing=False,
-        use_cpu=True,
-        report_to=[],
-        disable_tqdm=True,
-        save_strategy="no",
-        seed=0,
-        precompute_ref_log_probs=False,
-        beta=0.5,
-    )
+    common = {**parity.TRAINING, "max_steps": 5}
 
     def models() -> dict[str, Any]:
-        return {
-            "model": AutoModelForCausalLM.from_pretrained(str(root / "policy")),
-            "ref_model": AutoModelForCausalLM.from_pretrained(str(root / "reference")).eval(),
-            "train_dataset": Dataset.from_list(parity.ROWS),
-            "processing_class": AutoTokenizer.from_pretrained(str(root / "reference")),
-        }
+        return parity.fresh_models(root)
 
     trl_bema = BEMACallback(
         update_freq=1, ema_power=0.5, bias_power=0.2, lag=10, update_ref_model=True, ref_model_update_freq=2
@@ -78,8 +50,8 @@ def test_bema_dpo_trains_like_trls_bema_reference(harness: parity.Harness, tmp_p
         **models(),
     )
     ours.add_callback(moving_reference_callback(ours, variant, None))
-    their_losses, their_policy, their_reference = _train(theirs)
-    our_losses, our_policy, our_reference = _train(ours)
+    their_losses, their_policy, their_reference = parity.train_steps(theirs)
+    our_losses, our_policy, our_reference = parity.train_steps(ours)
     assert len(our_losses) == 5 and our_losses == pytest.approx(their_losses, abs=1e-5)
     initial = AutoModelForCausalLM.from_pretrained(str(root / "reference")).state_dict()
     policy_now = our_policy

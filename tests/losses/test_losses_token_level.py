@@ -16,49 +16,16 @@ from bench.train.tokenview import TOKEN_COLUMNS, TokenRefCollator
 from bench.train.trainer import VariantTrainer
 from tests.losses import parity
 
+our_loss = parity.our_loss
+
+
+def variant_trainer(root: Path, cache: Path, name: str, params: dict[str, Any]) -> Any:
+    return parity.our_trainer(root, cache, parity.ROWS, name, params)
+
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory: pytest.TempPathFactory) -> parity.Harness:
     return parity.build(tmp_path_factory.mktemp("parity_tokens"))
-
-
-def variant_trainer(root: Path, cache: Path, name: str, params: dict[str, Any]) -> Any:
-    """Our VariantTrainer on the parity rows: reference log-probs from the reference weights (cached under
-    `cache`), then the policy's weights loaded, as if training had moved it there."""
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import DPOConfig
-
-    import bench.toyworld.model  # noqa: F401  (registers the toy_llama model type)
-
-    args = DPOConfig(
-        output_dir=str(root / "ours"),
-        per_device_train_batch_size=len(parity.ROWS),
-        bf16=False,
-        activation_checkpointing=False,
-        use_cpu=True,
-        report_to=[],
-        disable_tqdm=True,
-        precompute_ref_log_probs=True,
-    )
-    trainer = VariantTrainer(
-        model=AutoModelForCausalLM.from_pretrained(str(root / "reference")),
-        ref_model=None,
-        variant=build_loss(name, params),
-        refstats={"identity": "parity-reference", "cache_dir": str(cache)},
-        args=args,
-        train_dataset=Dataset.from_list(parity.ROWS),
-        processing_class=AutoTokenizer.from_pretrained(str(root / "reference")),
-    )
-    policy = AutoModelForCausalLM.from_pretrained(str(root / "policy"))
-    trainer.model.load_state_dict(policy.state_dict())
-    return trainer
-
-
-def our_loss(trainer: Any) -> float:
-    batch = trainer.data_collator([dict(trainer.train_dataset[i]) for i in range(len(parity.ROWS))])
-    with torch.no_grad():
-        return float(trainer._compute_loss(trainer.model, batch, False))
 
 
 @pytest.mark.parametrize(
@@ -170,47 +137,19 @@ def test_sampo_is_dpo_when_the_answers_have_equal_lengths(harness: parity.Harnes
     assert torch.allclose(sampo, dpo, atol=1e-6)
 
 
-def _train(trainer: Any) -> tuple[list[float], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    trainer.train()
-    losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
-    policy = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
-    reference = {k: v.detach().clone() for k, v in trainer.ref_model.state_dict().items()}
-    return losses, policy, reference
-
-
 def test_tr_dpo_trains_like_trls_synced_reference(harness: parity.Harness, tmp_path: Path) -> None:
     """Four optimiser steps with the reference mixed (alpha 0.6) after steps 2 and 4: our moving reference
     (bench.train.moving_ref) against TRL's sync_ref_model, from the same policy, reference and data."""
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
 
     from bench.train.moving_ref import moving_reference_callback
 
     root = harness.root
-    common: dict[str, Any] = dict(
-        per_device_train_batch_size=len(parity.ROWS),
-        max_steps=4,
-        learning_rate=5e-3,
-        logging_steps=1,
-        bf16=False,
-        activation_checkpointing=False,
-        use_cpu=True,
-        report_to=[],
-        disable_tqdm=True,
-        save_strategy="no",
-        seed=0,
-        precompute_ref_log_probs=False,
-        beta=0.5,
-    )
+    common = parity.TRAINING
 
     def models() -> dict[str, Any]:
-        return {
-            "model": AutoModelForCausalLM.from_pretrained(str(root / "policy")),
-            "ref_model": AutoModelForCausalLM.from_pretrained(str(root / "reference")).eval(),
-            "train_dataset": Dataset.from_list(parity.ROWS),
-            "processing_class": AutoTokenizer.from_pretrained(str(root / "reference")),
-        }
+        return parity.fresh_models(root)
 
     sync = {"sync_ref_model": True, "ref_model_mixup_alpha": 0.6, "ref_model_sync_steps": 2}
     theirs = DPOTrainer(args=DPOConfig(output_dir=str(tmp_path / "trl"), **common, **sync), **models())
@@ -222,8 +161,8 @@ def test_tr_dpo_trains_like_trls_synced_reference(harness: parity.Harness, tmp_p
         **models(),
     )
     ours.add_callback(moving_reference_callback(ours, variant, None))
-    their_losses, their_policy, their_reference = _train(theirs)
-    our_losses, our_policy, our_reference = _train(ours)
+    their_losses, their_policy, their_reference = parity.train_steps(theirs)
+    our_losses, our_policy, our_reference = parity.train_steps(ours)
     assert len(our_losses) == 4 and our_losses == pytest.approx(their_losses, abs=1e-5)
     initial = AutoModelForCausalLM.from_pretrained(str(root / "reference")).state_dict()
     for name, value in our_reference.items():

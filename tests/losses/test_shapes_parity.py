@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from bench.losses import ListStats, SequenceStats, build_loss
-from bench.train.trainer import VariantTrainer
 from tests.losses import parity
 
 GOLD = [
@@ -34,36 +33,7 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> parity.Harness:
 
 def _ours(root: Path, cache: Path, rows: list[dict[str, Any]], name: str, params: dict[str, Any]) -> float:
     """Our trainer's loss on all `rows` (TRL-laid rows) in one batch, at the policy's weights."""
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import DPOConfig
-
-    import bench.toyworld.model  # noqa: F401  (registers the toy_llama model type)
-
-    variant = build_loss(name, params)
-    args = DPOConfig(
-        output_dir=str(root / "ours"),
-        per_device_train_batch_size=len(rows),
-        bf16=False,
-        activation_checkpointing=False,
-        use_cpu=True,
-        report_to=[],
-        disable_tqdm=True,
-        precompute_ref_log_probs=True,  # as bench.train.fit: the hook gives reference-free variants none
-    )
-    trainer = VariantTrainer(
-        model=AutoModelForCausalLM.from_pretrained(str(root / "reference")),
-        ref_model=None,
-        variant=variant,
-        refstats={"identity": "parity-reference", "cache_dir": str(cache)},
-        args=args,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=AutoTokenizer.from_pretrained(str(root / "reference")),
-    )
-    trainer.model.load_state_dict(AutoModelForCausalLM.from_pretrained(str(root / "policy")).state_dict())
-    batch = trainer.data_collator([dict(trainer.train_dataset[i]) for i in range(len(rows))])
-    with torch.no_grad():
-        return float(trainer._compute_loss(trainer.model, batch, False))
+    return parity.our_loss(parity.our_trainer(root, cache, rows, name, params))
 
 
 @pytest.mark.parametrize(

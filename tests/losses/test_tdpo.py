@@ -67,32 +67,23 @@ def test_position_kl_is_the_sequential_kl_written_out(harness: parity.Harness) -
 def test_tdpo_loss_through_our_trainer_is_the_authors(
     harness: parity.Harness, tmp_path: Path, tdpo2: bool
 ) -> None:
-    from datasets import Dataset
-    from transformers import AutoTokenizer
     from trl import DPOConfig
 
-    policy, reference = _models(harness.root)
+    models = parity.fresh_models(harness.root)
     trainer = VariantTrainer(
-        model=policy,
-        ref_model=reference,
         variant=build_loss("tdpo", {"beta": 0.2, "alpha": 0.5, "tdpo2": tdpo2}),
         refstats={"identity": "parity-reference", "cache_dir": str(tmp_path / "cache")},
         args=DPOConfig(
             output_dir=str(tmp_path / "ours"),
             per_device_train_batch_size=len(parity.ROWS),
-            bf16=False,
-            activation_checkpointing=False,
-            use_cpu=True,
-            report_to=[],
-            disable_tqdm=True,
-            precompute_ref_log_probs=False,
+            precompute_ref_log_probs=False,  # the reference is live: its whole distribution is needed
+            **parity.CPU,
         ),
-        train_dataset=Dataset.from_list(parity.ROWS),
-        processing_class=AutoTokenizer.from_pretrained(str(harness.root / "reference")),
+        **models,
     )
+    ours = parity.our_loss(trainer)
     batch = trainer.data_collator([dict(trainer.train_dataset[i]) for i in range(len(parity.ROWS))])
-    with torch.no_grad():
-        ours = float(trainer._compute_loss(trainer.model, batch, False))
+    policy, reference = trainer.model, trainer.ref_model
     margin, kl = _written_out(policy, reference, batch)
     (m_w, m_l), (d_w, d_l) = margin.chunk(2), kl.chunk(2)
     weight = 0.5 if tdpo2 else 1.0

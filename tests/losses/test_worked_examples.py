@@ -153,18 +153,26 @@ def parse_check(doc: str) -> tuple[dict[str, object], dict[str, list[float]], di
     return params, batch, expect
 
 
-def _token_rows(pairs: dict[str, str]) -> dict[str, list[list[float]]]:
+def _prefixed_rows(
+    pairs: dict[str, str], prefix: str, fields: set[str], what: str
+) -> dict[str, list[list[float]]]:
+    """The `prefix`ed batch entries as {field: rows}, rows by comma and values within a row by colon."""
     rows: dict[str, list[list[float]]] = {}
-    fields = {f.name for f in dataclasses.fields(TokenStats)} - {"chosen_mask", "rejected_mask"}
     for key, value in pairs.items():
-        if not key.startswith(TOKEN_PREFIX):
+        if not key.startswith(prefix):
             continue
-        name = key.removeprefix(TOKEN_PREFIX)
-        _require(name in fields, f"has a per-token field {key!r} that TokenStats does not have")
+        name = key.removeprefix(prefix)
+        _require(name in fields, f"has a {what} field {key!r} that the statistics do not have")
         try:
             rows[name] = [[float(v) for v in row.split(":")] for row in value.split(",")]
         except ValueError:
-            raise AssertionError(f"has a non-numeric per-token value {key}={value!r}") from None
+            raise AssertionError(f"has a non-numeric {what} value {key}={value!r}") from None
+    return rows
+
+
+def _token_rows(pairs: dict[str, str]) -> dict[str, list[list[float]]]:
+    fields = {f.name for f in dataclasses.fields(TokenStats)} - {"chosen_mask", "rejected_mask"}
+    rows = _prefixed_rows(pairs, TOKEN_PREFIX, fields, "per-token")
     if rows:
         _require(
             {"chosen_logps", "rejected_logps"} <= set(rows),
@@ -181,17 +189,9 @@ def _token_rows(pairs: dict[str, str]) -> dict[str, list[list[float]]]:
 
 
 def _more_rows(pairs: dict[str, str]) -> dict[str, list[list[float]]]:
-    rows: dict[str, list[list[float]]] = {}
-    fields = {f.name for f in dataclasses.fields(ListStats)}
-    for key, value in pairs.items():
-        if not key.startswith(MORE_PREFIX):
-            continue
-        name = key.removeprefix(MORE_PREFIX)
-        _require(name in fields, f"has a more-completions field {key!r} that ListStats does not have")
-        try:
-            rows[name] = [[float(v) for v in row.split(":")] for row in value.split(",")]
-        except ValueError:
-            raise AssertionError(f"has a non-numeric more-completions value {key}={value!r}") from None
+    rows = _prefixed_rows(
+        pairs, MORE_PREFIX, {f.name for f in dataclasses.fields(ListStats)}, "more-completions"
+    )
     if rows:
         _require("logps" in rows, "has more-completions fields without more_logps")
         rows.setdefault("mask", [[1.0] * len(r) for r in rows["logps"]])

@@ -21,7 +21,7 @@ from bench.sources import select
 from bench.train.fit import run_train
 from bench.train.more import more_stats, trainer_rows
 from bench.train.scores import variant_rows
-from tests.helpers import make_text_model
+from tests.helpers import local_overrides, make_text_model
 
 COLOURS = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white"]
 USER = {"role": "user", "content": "Name a colour."}
@@ -49,20 +49,7 @@ def list_rows(ragged: bool = True) -> list[dict[str, Any]]:
 
 
 def _overrides(tmp_path: Path, model: Path, data: Path, *extra: str) -> list[str]:
-    return [
-        "model=local",
-        f"model.path={model}",
-        "dataset=local",
-        f"dataset.path={data}",
-        "train=tiny",
-        "train.batch_size=4",
-        "train.max_steps=2",
-        f"paths.results={tmp_path / 'results'}",
-        f"paths.scratch={tmp_path / 'scratch'}",
-        f"paths.cache={tmp_path / 'cache'}",
-        "logging.wandb=false",
-        *extra,
-    ]
+    return local_overrides(tmp_path, model, data, "train.batch_size=4", "train.max_steps=2", *extra)
 
 
 def _write(path: Path, rows: list[Any]) -> Path:

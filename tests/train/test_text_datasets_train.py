@@ -15,7 +15,7 @@ from bench.core.records import read_json, read_jsonl
 from bench.pipeline import run_one
 from bench.sources import select
 from bench.train.fit import run_train
-from tests.helpers import make_text_model
+from tests.helpers import local_overrides, make_text_model
 
 COLOURS = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white"]
 
@@ -39,18 +39,7 @@ def _rows(kind: str) -> list[dict[str, object]]:
 
 
 def _overrides(tmp_path: Path, model: Path, data: Path, *extra: str) -> list[str]:
-    return [
-        "model=local",
-        f"model.path={model}",
-        "dataset=local",
-        f"dataset.path={data}",
-        "train=tiny",
-        f"paths.results={tmp_path / 'results'}",
-        f"paths.scratch={tmp_path / 'scratch'}",
-        f"paths.cache={tmp_path / 'cache'}",
-        "logging.wandb=false",
-        *extra,
-    ]
+    return local_overrides(tmp_path, model, data, *extra)
 
 
 @pytest.mark.parametrize("kind", ["chat", "plain"])
