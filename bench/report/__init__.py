@@ -147,6 +147,12 @@ def _equal_kl_section(
         f"({', '.join(f'{b:g}' for b in used)} nats: {levels}); {sample_sizes(study)}; {seeds_note(study)}."
         f"{above}"
     )
+    if any(numbers.get(f"{m}_from_reference", pd.Series(dtype=bool)).eq(True).any() for m in METRICS):
+        caption += (
+            " *: read off the straight line from the reference to the variant's first evaluated model, which "
+            "lies at more than twice this KL: no model of it was measured near this budget (evaluate over "
+            "training, eval.every_steps, or add configurations that stay closer to the reference)."
+        )
     write_table(table, out, "equal_kl", caption, numbers=numbers)
     return Section("Variants at equal KL", caption, table)
 

@@ -31,6 +31,11 @@ from bench.report.units import headed
 METRICS = ("win_rate", "lc_win_rate", "gold_win_rate")
 DEFAULT_LEVELS = (0.25, 0.5, 1.0)  # default budgets: these fractions of the largest KL every variant reaches
 GRID = 50  # KL values a dominance statement is checked at, over the shared range
+# A budget below this share of a variant's first evaluated model's KL is read mostly off the straight line
+# from the reference to that model, not from a model near it, and the table marks the value: a variant
+# evaluated only at its final model at 4 nats has no model near 1 nat, so its value there is a line, and a
+# variant with a real model at 1 nat looks better or worse than it by construction.
+FROM_REFERENCE = 0.5
 
 
 def run_points(study: Study, metric: str) -> pd.DataFrame:
@@ -166,6 +171,8 @@ def equal_kl(
                 row["reached"] = budget <= reach
                 row["max_kl"] = reach
                 row[metric] = value = read(front, budget, reach)
+                measured = [k for k in front[0] if k > 0]
+                row[f"{metric}_from_reference"] = bool(measured) and budget < FROM_REFERENCE * min(measured)
                 iv = _interval(study, metric, mine, chosen, front[0], budget, value, start, level)
                 row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = iv.low, iv.high
                 row[f"{metric}_seed_variation"] = iv.seed_variation
@@ -256,8 +263,9 @@ def gold_optimum(study: Study) -> pd.DataFrame:
 
 
 def format_table(frame: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
-    """The equal-KL table as cells: value [interval] per metric, 'not reached (max KL x)' past a variant's
-    largest KL, and the share of the shared range where its frontier lies above the baseline's."""
+    """The equal-KL table as cells: value [interval] per metric (value* when it is read off the line from the
+    reference: FROM_REFERENCE), 'not reached (max KL x)' past a variant's largest KL, and the share of the
+    shared range where its frontier lies above the baseline's."""
     out = []
     for _, row in frame.iterrows():
         cells: dict[str, object] = {
@@ -272,7 +280,8 @@ def format_table(frame: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
                 continue
             low, high = row.get(f"{metric}_ci_low"), row.get(f"{metric}_ci_high")
             interval = f" [{low:.3f}, {high:.3f}]" if low is not None and math.isfinite(low) else ""
-            cells[headed(metric, metric)] = f"{row[metric]:.3f}{interval}"
+            line = "*" if row.get(f"{metric}_from_reference") is True else ""
+            cells[headed(metric, metric)] = f"{row[metric]:.3f}{line}{interval}"
             above = row.get(f"{metric}_above_{baseline}")
             if baseline and above is not None and not pd.isna(above):
                 cells[f"{metric} frontier above {baseline}"] = f"{100 * above:.0f}% of the shared range"

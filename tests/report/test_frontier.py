@@ -156,3 +156,20 @@ def test_a_variant_that_never_left_the_reference_leaves_no_equal_kl_table_and_th
     write_report(root)
     text = (root / "report" / "report.md").read_text()
     assert "Not available: no KL level that every variant reaches" in text and "is 0 nats" in text
+
+
+def test_a_reading_far_below_a_variants_first_model_is_marked_as_a_line_from_the_reference(
+    tmp_path: Path,
+) -> None:
+    """dpo's first model is at 1 nat and ipo's at 0.5: at 0.4 nats dpo's value is mostly the straight line
+    from the reference (0.4 < 0.5 x 1), ipo's is not (0.4 >= 0.5 x 0.5); the table and caption say so."""
+    root = _study(tmp_path / "s", seeds=(0, 1))
+    table, _ = equal_kl(collect_study(root), budgets=[0.4, 0.75], baseline="dpo")
+    at = {(r.variant, r.kl_budget): r for r in table.itertuples()}
+    assert at[("dpo", 0.4)].win_rate_from_reference and not at[("ipo", 0.4)].win_rate_from_reference
+    assert not at[("dpo", 0.75)].win_rate_from_reference  # 0.75 >= 0.5 x 1: near enough to a model
+    out = tmp_path / "report"
+    write_report(root, baseline="dpo", out=out, kl=[0.4, 0.75])
+    text = (out / "equal_kl.md").read_text()
+    assert "| 0.540*" in text and "| 0.564 " in text  # dpo at 0.4 (0.5 + 0.4 x 0.1) marked; ipo not
+    assert "read off the straight line from the reference" in (out / "report.md").read_text()
