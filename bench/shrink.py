@@ -26,6 +26,7 @@ from typing import Any
 
 from bench.judge.registry import our_judges
 from bench.specs import RunSpec
+from bench.toyworld.process import WORLD_KINDS
 
 SUFFIX = "_shrunk"  # results/<study>_shrunk/
 
@@ -129,12 +130,20 @@ def _unavailable(kind: str, spec: RunSpec) -> dict[str, str]:
     return out
 
 
+def _world_kind(kind: str, spec: RunSpec) -> dict[str, str]:
+    """The toy world's kind (its judge hack, its ranked lists: WORLD_KINDS) kept on the tiny stand-in world."""
+    if kind != "toy":
+        return {}
+    world = spec.dataset.world
+    return {f"dataset.world.{k}": str(world[k]) for k in WORLD_KINDS if k in world}
+
+
 def shrink(overrides: list[str], spec: RunSpec) -> Shrunk:
     """The shrunk form of one run's study overrides (`spec`: the run as the study composes it)."""
     kind = stand_in(spec)
     config = spec.config
     groups, _ = STAND_INS[kind]
-    settings = {**_caps(kind, config), **_unavailable(kind, spec)}
+    settings = {**_caps(kind, config), **_unavailable(kind, spec), **_world_kind(kind, spec)}
     kept = [
         item
         for item in overrides

@@ -72,3 +72,11 @@ def test_a_toy_study_runs_on_the_tiny_world_with_its_own_hyperparameters() -> No
     assert (spec.model.name, spec.dataset.name) == ("toy_tiny", "toy_tiny")
     assert spec.train.learning_rate == 2e-3 and spec.loss.params["beta"] == 2 and spec.seed == 0
     assert (spec.train.max_steps, spec.eval.every_steps, spec.eval.judge) == (4, 2, "toy")
+    # the world's kind (here its over-optimisable judge) stays on the tiny world
+    assert spec.dataset.world["judge_hack_word"] == "cheap" and spec.dataset.world["judge_hack_bonus"] == 8
+
+
+def test_a_shrunk_list_study_keeps_its_ranked_lists() -> None:
+    _, runs = expand(REPO / "sweeps" / "toy_lists.yaml", unavailable=[], shrunk=[])
+    assert {r.spec.dataset.world["list_size"] for r in runs} == {4}
+    assert {r.spec.dataset.name for r in runs} == {"toy_tiny"}

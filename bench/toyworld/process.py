@@ -43,6 +43,11 @@ class WorldParams:
     n_task_docs: int = 200  # documents in each shipped lm-eval task
 
 
+# Knobs that make another kind of world rather than a bigger or smaller one (off by default): a shrunk study of
+# such a world keeps them on its tiny stand-in (bench.shrink), so it still exercises what the study is about
+WORLD_KINDS = ("judge_hack_word", "judge_hack_bonus", "list_size")
+
+
 def judge_hack(params: WorldParams) -> tuple[str, float]:
     """(word, bonus) of the judge's misread word; ("", 0.0) in the default world."""
     return params.judge_hack_word, params.judge_hack_bonus
