@@ -131,7 +131,7 @@ def _unavailable(kind: str, spec: RunSpec) -> dict[str, str]:
 
 
 def _world_kind(kind: str, spec: RunSpec) -> dict[str, str]:
-    """The toy world's kind (its judge hack, its ranked lists: WORLD_KINDS) kept on the tiny stand-in world."""
+    """The toy world's kind (its judge hack, its ranked lists: WORLD_KINDS), kept on the tiny world."""
     if kind != "toy":
         return {}
     world = spec.dataset.world

@@ -43,8 +43,8 @@ class WorldParams:
     n_task_docs: int = 200  # documents in each shipped lm-eval task
 
 
-# Knobs that make another kind of world rather than a bigger or smaller one (off by default): a shrunk study of
-# such a world keeps them on its tiny stand-in (bench.shrink), so it still exercises what the study is about
+# Knobs that make another kind of world rather than a bigger or smaller one (off by default): a shrunk study
+# of such a world keeps them on its tiny stand-in (bench.shrink), so it still exercises what it is about
 WORLD_KINDS = ("judge_hack_word", "judge_hack_bonus", "list_size")
 
 
