@@ -1,5 +1,6 @@
-"""Per-step train time of one variant at another checkout of the project against this one: does a change to the
-shared plumbing cost a variant that declares none of it anything? (Issue target: within 2% on the toy world.)
+"""Per-step train time of one variant at another checkout of the project against this one: does a change to
+the shared plumbing cost a variant that declares none of it anything? (Issue 14's target: within 2% on the
+toy world.)
 
     git worktree add /tmp/old <rev>
     python -m bench.benchmarks.step_time --old /tmp/old [--repeats 6] [--max-steps 189] [--extra loss=dpo]
@@ -41,7 +42,9 @@ def _per_step(tree: Path, root: Path, index: int, args: argparse.Namespace) -> f
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--old", required=True, help="the other checkout (e.g. a git worktree)")
     parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--max-steps", type=int, default=189)
