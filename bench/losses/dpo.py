@@ -23,6 +23,13 @@ import torch.nn.functional as F
 from .base import LossOutput, PreferenceLoss, SequenceStats
 
 
+def sigmoid_loss(stats: SequenceStats, beta: float) -> LossOutput:
+    """DPO's loss and implicit rewards against the batch's reference (fixed or moving: TR-DPO, BEMA-DPO)."""
+    chosen_ratio, rejected_ratio = stats.log_ratios()
+    chosen, rejected = beta * chosen_ratio, beta * rejected_ratio
+    return LossOutput(-F.logsigmoid(chosen - rejected), chosen, rejected)
+
+
 @dataclass(frozen=True)
 class Loss(PreferenceLoss):
     beta: float = 0.1
@@ -31,6 +38,4 @@ class Loss(PreferenceLoss):
         self._require(self.beta > 0, "beta", "beta must be > 0 (it scales the log-ratio margin)")
 
     def __call__(self, stats: SequenceStats) -> LossOutput:
-        chosen_ratio, rejected_ratio = stats.log_ratios()
-        chosen, rejected = self.beta * chosen_ratio, self.beta * rejected_ratio
-        return LossOutput(-F.logsigmoid(chosen - rejected), chosen, rejected)
+        return sigmoid_loss(stats, self.beta)

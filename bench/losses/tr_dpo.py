@@ -29,9 +29,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.nn.functional as F
-
 from .base import LossOutput, PreferenceLoss, SequenceStats
+from .dpo import sigmoid_loss
 
 
 @dataclass(frozen=True)
@@ -50,6 +49,4 @@ class Loss(PreferenceLoss):
         return self.alpha if step % self.sync_steps == 0 else None
 
     def __call__(self, stats: SequenceStats) -> LossOutput:
-        chosen_ratio, rejected_ratio = stats.log_ratios()
-        chosen, rejected = self.beta * chosen_ratio, self.beta * rejected_ratio
-        return LossOutput(-F.logsigmoid(chosen - rejected), chosen, rejected)
+        return sigmoid_loss(stats, self.beta)  # DPO's, against the reference as it is at this step
