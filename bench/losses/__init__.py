@@ -26,6 +26,21 @@ __all__ = [
 ]
 
 
+def _check_declarations(name: str, cls: type[PreferenceLoss]) -> None:
+    """Declarations whose plumbing does not combine, refused when the variant is built (before compute)."""
+    clashes = []
+    if cls.data_shape != "pairs" and (
+        cls.needs_token_logps or cls.token_outputs or cls.live_reference() or cls.needs_kl_pairs
+    ):  # the per-token, live-reference and KL-pair plumbing is written for a pair's two completions
+        clashes.append(f"data_shape {cls.data_shape!r} with per-token, KL-pair or live-reference needs")
+    if cls.needs_position_kl and (cls.needs_token_logps or cls.token_outputs):
+        clashes.append("needs_position_kl (full logits, no fused head) with per-token fused-head outputs")
+    if cls.live_reference() and cls.needs_kl_pairs:
+        clashes.append("a live reference with needs_kl_pairs (KL pairs' reference log-probs are cached)")
+    if clashes:
+        raise ConfigError(f"bench/losses/{name}.py declares what does not combine: {'; '.join(clashes)}")
+
+
 def build_loss(name: str, params: dict[str, Any]) -> PreferenceLoss:
     try:
         module = importlib.import_module(f"bench.losses.{name}")
@@ -38,12 +53,7 @@ def build_loss(name: str, params: dict[str, Any]) -> PreferenceLoss:
         raise ConfigError(f"bench/losses/{name}.py must define `Loss`, a PreferenceLoss dataclass")
     if cls.data_shape not in DATA_SHAPES:
         raise ConfigError(f"bench/losses/{name}.py: data_shape {cls.data_shape!r} is none of {DATA_SHAPES}")
-    if cls.data_shape != "pairs" and (cls.needs_token_logps or cls.token_outputs or cls.moving_reference):
-        # the per-token and moving-reference plumbing is written for a pair's two completions only
-        raise ConfigError(
-            f"bench/losses/{name}.py: data_shape {cls.data_shape!r} does not combine with per-token "
-            "log-probs or a moving reference"
-        )
+    _check_declarations(name, cls)
     valid = [f.name for f in dataclasses.fields(cls)]
     for key in params:
         if key not in valid:

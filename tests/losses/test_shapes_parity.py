@@ -194,3 +194,29 @@ def test_lipo_is_its_lambda_weighted_sum_written_out() -> None:
                 )
                 total += delta * math.log(1 + math.exp(-(s[i] - s[j])))
         assert abs(float(losses[row]) - total) < 1e-9
+
+
+@pytest.mark.parametrize(
+    ("declarations", "message"),
+    [
+        ({"data_shape": "list", "moving_reference": True}, "data_shape 'list' with per-token"),
+        ({"data_shape": "unpaired", "needs_token_logps": True}, "data_shape 'unpaired' with per-token"),
+        ({"needs_position_kl": True, "token_outputs": ("log_sum_sq_probs",)}, "needs_position_kl"),
+        ({"moving_reference": True, "needs_kl_pairs": True}, "a live reference with needs_kl_pairs"),
+    ],
+)
+def test_declarations_that_do_not_combine_are_refused_when_the_variant_is_built(
+    monkeypatch: pytest.MonkeyPatch, declarations: dict[str, Any], message: str
+) -> None:
+    import dataclasses
+    import sys
+    import types
+
+    from bench.core.errors import ConfigError
+    from bench.losses.dpo import Loss as DPO
+
+    module = types.ModuleType("bench.losses.zz_clash")
+    module.Loss = dataclasses.dataclass(frozen=True)(type("Loss", (DPO,), dict(declarations)))  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "bench.losses.zz_clash", module)
+    with pytest.raises(ConfigError, match=f"zz_clash.py declares what does not combine: {message}"):
+        build_loss("zz_clash", {})
