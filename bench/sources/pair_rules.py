@@ -128,3 +128,35 @@ def pair_rule(name: str, beta: float = 0.5, num_samples: int = 2) -> PairRule:
             f"got beta={beta}, num_samples={num_samples}"
         )
     return PairRule(name, beta, num_samples)
+
+
+def pairs_from_lists(
+    lists: Sequence[dict[str, object]], rule: PairRule, seed: int, start: int = 0
+) -> tuple[list[dict[str, object]], int]:
+    """(preference rows, prompts that gave no pair) from scored lists {prompt, completions, scores}. The
+    random draws of list k come from its own generator seeded (seed, start + k), so a data set built part by
+    part (`start` = the part's first list) equals one built in one go."""
+    rows: list[dict[str, object]] = []
+    empty = 0
+    for k, item in enumerate(lists):
+        completions = item["completions"]
+        scores = item["scores"]
+        if (
+            not isinstance(completions, list)
+            or not isinstance(scores, list)
+            or len(completions) != len(scores)
+        ):
+            raise ConfigError(f"list {start + k}: `completions` and `scores` must be lists of one length")
+        found = rule.pairs(scores, np.random.default_rng([seed, start + k]))
+        empty += not found
+        rows += [
+            {
+                "prompt": item["prompt"],
+                "chosen": completions[c],
+                "rejected": completions[r],
+                "score_chosen": float(scores[c]),
+                "score_rejected": float(scores[r]),
+            }
+            for c, r in found
+        ]
+    return rows, empty

@@ -73,3 +73,36 @@ def test_rso_pairs_the_accepted_samples_in_order_and_stops_at_num_samples() -> N
 def test_bad_rules_and_settings_name_the_fix(args: tuple[object, ...], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         pair_rule(*args)  # type: ignore[arg-type]
+
+
+def test_pairs_from_lists_built_part_by_part_equal_one_build() -> None:
+    from bench.sources.pair_rules import pairs_from_lists
+
+    rng = np.random.default_rng(3)
+    lists = [
+        {
+            "prompt": f"p{k}",
+            "completions": [f"c{k}-{i}" for i in range(4)],
+            "scores": rng.normal(size=4).tolist(),
+        }
+        for k in range(10)
+    ]
+    lists[4]["scores"] = [1.0, 1.0, 1.0, 1.0]  # all tied: no pair
+    for name in ("random_pair", "rso", "best_worst"):
+        rule = pair_rule(name, beta=0.3, num_samples=2)
+        whole, empty = pairs_from_lists(lists, rule, seed=7)
+        first, e1 = pairs_from_lists(lists[:6], rule, seed=7)
+        second, e2 = pairs_from_lists(lists[6:], rule, seed=7, start=6)
+        assert whole == first + second and empty == e1 + e2 >= 1
+        assert all(r["score_chosen"] > r["score_rejected"] for r in whole)
+    rows, _ = pairs_from_lists(lists[:1], pair_rule("best_worst"), seed=0)
+    scores = lists[0]["scores"]
+    assert rows == [
+        {
+            "prompt": "p0",
+            "chosen": f"c0-{int(np.argmax(scores))}",
+            "rejected": f"c0-{int(np.argmin(scores))}",
+            "score_chosen": max(scores),
+            "score_rejected": min(scores),
+        }
+    ]
