@@ -11,6 +11,7 @@ KL definitions (docs/toyworld.md, Metrics) live in bench.core.kl; this module tu
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -29,12 +30,15 @@ from bench.core.stats import bootstrap_ci, mean_se, ratio_se
 from bench.judge import annotations_path, judge_length_stats, load_annotations, win_rates
 from bench.judge.winrates import lc_pseudo_values, preferences
 from bench.sources import GoldReward
+from bench.sources.shapes import data_shape, to_shape
 from bench.specs import RunSpec
 from bench.stages.base import Context, Stage
 from bench.stages.generate import GENERATIONS
 from bench.stages.lm_eval import OUTPUT_NAME as LM_EVAL
 from bench.stages.lm_eval import lm_eval_rows
 from bench.tracking import log_final_metrics
+
+log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
 JUDGE_RATES = ("win_rate", "win_rate_hard", "lc_win_rate")
@@ -182,7 +186,9 @@ def judge_metric_rows(stats: Mapping[str, Any]) -> list[Row]:
 
 def offpolicy_metric_rows(stats: Mapping[str, float]) -> list[Row]:
     """Rows of bench.core.kl.offpolicy_logratios' result (log-ratios in nats per sequence, accuracy a
-    fraction)."""
+    fraction); none when the diagnostic was not defined for the data (unpaired rows)."""
+    if not stats:
+        return []
     return [{"metric": m, "value": stats[m], "stderr": stats[f"{m}_stderr"]} for m in OFFPOLICY]
 
 
@@ -281,11 +287,17 @@ def offpolicy_pairs(spec: RunSpec) -> int:
 
 
 def _offpolicy(ctx: Context) -> Mapping[str, float]:
-    """The off-policy diagnostic of a final model: log-ratios on the training pairs (needs both models)."""
+    """The off-policy diagnostic of a final model: log-ratios on the training pairs (needs both models; ranked
+    lists give their best-against-worst pairs). Unpaired training rows have no pairs: the diagnostic is
+    left out, without loading a model."""
+    rows = ctx.sources.data.training_rows()
+    if data_shape(rows) == "unpaired":
+        log.info("off-policy diagnostic left out: the training rows are unpaired (no chosen/rejected pairs)")
+        return {}
+    pairs = to_shape(rows, "pairs", f"dataset={ctx.spec.dataset.name}")
     policy, tok = ctx.sources.model.load(ctx.policy)
     reference, _ = ctx.sources.model.load(ctx.sources.model.reference())
     chat = uses_chat_template(tok, ctx.spec.model.chat_template)
-    pairs = ctx.sources.data.training_pairs()
     return offpolicy_logratios(
         policy, reference, tok, pairs, offpolicy_pairs(ctx.spec), seed=ctx.spec.seed, chat=chat
     )

@@ -201,3 +201,24 @@ def test_run_metrics_writes_every_row_with_intervals_and_offpolicy(
         assert {"win_rate", "lc_win_rate", "kl_seq", "gold_win_rate"} <= set(rows)
         assert rows["kl_seq"]["value"] == pytest.approx(np.mean([r["kl_seq"] for r in mine]))
         assert rows["win_rate"]["value"] == pytest.approx(np.mean([r["win_rate"] for r in mine]))
+
+
+def test_the_offpolicy_diagnostic_is_left_out_for_unpaired_training_rows() -> None:
+    """Unpaired rows (KTO's own data) have no chosen/rejected pairs: no diagnostic, and no model loaded."""
+    from types import SimpleNamespace
+
+    from bench.stages.metrics import _offpolicy, offpolicy_metric_rows
+
+    class NoModels:
+        def load(self, path: object) -> None:
+            raise AssertionError("a model was loaded for a diagnostic that is left out")
+
+    rows = [
+        {"prompt": "p", "completion": "c", "label": True},
+        {"prompt": "q", "completion": "d", "label": False},
+    ]
+    data = SimpleNamespace(training_rows=lambda: rows)
+    spec = SimpleNamespace(dataset=SimpleNamespace(name="unpaired"))
+    ctx = SimpleNamespace(sources=SimpleNamespace(data=data, model=NoModels()), spec=spec)
+    assert _offpolicy(ctx) == {}  # type: ignore[arg-type]
+    assert offpolicy_metric_rows({}) == []
