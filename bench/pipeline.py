@@ -36,7 +36,7 @@ from bench.stages.lm_eval import LmEval, check_tasks
 from bench.stages.metrics import Metrics
 from bench.stages.reference import Reference
 from bench.stages.train import Train
-from bench.train.scores import variant_rows
+from bench.train.rows import variant_rows
 
 log = logging.getLogger(__name__)
 
@@ -109,14 +109,15 @@ def check_variant(spec: RunSpec, sources: Sources) -> None:
             "with model.lora.enabled=true the reference is the frozen base. Set model.lora.enabled=false, or "
             "choose a loss with a fixed reference"
         )
-    own_scores = sources.data.always_scored and not spec.dataset.train_path
-    if own_scores and variant.data_shape == "gold":  # the toy world's rows are pairs or lists, never gold
+    # the toy world's own rows (scored pairs or lists, never unpaired or gold) are checked without building it
+    own_world = sources.data.always_scored and not spec.dataset.train_path
+    if own_world and variant.data_shape == "gold":
         raise ConfigError(
             f"loss={spec.loss.name} trains on pairs with a gold response, and dataset={spec.dataset.name} "
             "has none: give dataset.train_path=<JSONL of pairs with a `gold` field>, or a file dataset "
             "(dataset=local dataset.path=<file>) with a gold column"
         )
-    if not own_scores:  # the data's shape and scores as the variant needs them, before any compute
+    if not own_world:  # the data's shape and scores as the variant needs them, before any compute
         variant_rows(spec, variant, sources.data)
 
 

@@ -16,28 +16,22 @@ noise is +-5-8%: a 2% difference is not resolved by a handful of pairs (docs/env
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
+
+from bench.benchmarks.train_overhead import _measure
 
 HERE = Path(__file__).resolve().parents[2]  # this checkout's root
 
 
 def _per_step(tree: Path, root: Path, index: int, args: argparse.Namespace) -> float:
-    cmd = [sys.executable, "-m", "bench.benchmarks.train_overhead", "--side", "harness", "--root", str(root)]
-    cmd += ["--model", "toy", "--index", str(index), "--max-steps", str(args.max_steps)]
-    cmd += ["--cache", str(root / "cache"), *(f"--extra={item}" for item in args.extra)]
-    done = subprocess.run(cmd, cwd=tree, capture_output=True, text=True)
-    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
-    if done.returncode or not lines:
-        sys.exit(f"the run in {tree} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
-    shutil.rmtree(root / f"scratch-{index}", ignore_errors=True)  # checkpoints
-    result = json.loads(lines[-1].removeprefix("RESULT "))
+    """Seconds per optimiser step of the harness side run from `tree`, with its own cache under `root`."""
+    side = argparse.Namespace(
+        model="toy", max_steps=args.max_steps, cache=str(root / "cache"), extra=args.extra
+    )
+    result = _measure(side, "harness", root, index, tree=tree)
     return float(result["steps"] / max(result["n_steps"], 1))
 
 

@@ -195,15 +195,19 @@ def _side(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def _measure(args: argparse.Namespace, side: str, root: Path, index: int) -> dict[str, Any]:
+def _measure(
+    args: argparse.Namespace, side: str, root: Path, index: int, tree: Path | None = None
+) -> dict[str, Any]:
+    """One side's figures from a fresh process; `tree`: run in another checkout (python -m imports its
+    `bench` first: bench.benchmarks.step_time)."""
     cmd = [sys.executable, "-m", "bench.benchmarks.train_overhead", "--side", side, "--root", str(root)]
     cmd += ["--model", args.model, "--index", str(index), "--max-steps", str(args.max_steps)]
     cmd += ["--cache", args.cache] if args.cache else []
     cmd += [f"--extra={item}" for item in args.extra]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tree)
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
     if done.returncode or not lines:
-        sys.exit(f"{side} run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        sys.exit(f"{side} run in {tree or Path.cwd()} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(lines[-1].removeprefix("RESULT "))
     shutil.rmtree(root / f"scratch-{index}", ignore_errors=True)  # checkpoints: hundreds of MB per run
     shutil.rmtree(root / f"bare-{index}", ignore_errors=True)

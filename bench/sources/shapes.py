@@ -34,6 +34,7 @@ import math
 from typing import Any
 
 from bench.core.errors import ConfigError
+from bench.sources.pair_rules import best_worst
 
 log = logging.getLogger(__name__)
 
@@ -169,15 +170,20 @@ def detect_shape_format(row: Row) -> str | None:
 
 
 def _pairs_from_lists(rows: list[Row], source: str) -> list[Row]:
+    """Each list's best against its worst (bench.sources.pair_rules.best_worst; a list without scores is
+    ranked by its order); a list whose best and worst tie makes no pair."""
     out, tied = [], 0
     for row in rows:
         scores = row.get("scores")
-        if scores is not None and scores[0] == scores[-1]:
+        ranks = scores if scores is not None else list(range(len(row["completions"]), 0, -1))
+        found = best_worst(ranks)
+        if not found:
             tied += 1
             continue
-        pair = {"prompt": row["prompt"], "chosen": row["completions"][0], "rejected": row["completions"][-1]}
+        (c, r) = found[0]
+        pair = {"prompt": row["prompt"], "chosen": row["completions"][c], "rejected": row["completions"][r]}
         if scores is not None:
-            pair.update(score_chosen=scores[0], score_rejected=scores[-1])
+            pair.update(score_chosen=scores[c], score_rejected=scores[r])
         out.append(pair)
     if tied:
         log.warning(

@@ -30,7 +30,7 @@ from bench.train import moving_ref
 from bench.train.distributed import launch_training
 from bench.train.more import trainer_rows
 from bench.train.refcache import model_identity
-from bench.train.scores import variant_rows
+from bench.train.rows import variant_rows
 from bench.train.state import (
     discard_partial_saves,
     is_main_process,

@@ -62,10 +62,10 @@ class VariantTrainer(DPOTrainer):  # type: ignore[misc]
         self.variant = variant
         self.refstats = refstats
         self.token_view = variant.needs_token_logps or bool(variant.token_outputs)
-        # a reference that moves (bench.train.moving_ref) is `ref_model`, scored on every batch, never cached
-        self.moving = variant.live_reference()  # moving, or needed whole (position KL)
-        if self.moving and variant.needs_kl_pairs:
-            raise RuntimeError("a moving reference cannot serve cached KL-pair reference log-probs")
+        # a live reference (one that moves: bench.train.moving_ref; or whose whole distribution is needed:
+        # bench.train.position_kl) is `ref_model`, scored on every batch, never cached (build_loss refuses
+        # one with KL pairs, whose reference log-probs are cached)
+        self.moving = variant.live_reference()
         if "log_sum_sq_probs" in variant.token_outputs:
             # TRL's fused LM head computes log sum_v p(v)^2 only under `use_weighting`; its only other use is
             # in TRL's own loss, which _compute_loss below replaces

@@ -36,6 +36,14 @@ def _ours(root: Path, cache: Path, rows: list[dict[str, Any]], name: str, params
     return parity.our_loss(parity.our_trainer(root, cache, rows, name, params))
 
 
+def _trl_loss(trainer: Any) -> float:
+    """A TRL trainer's own loss on one batch of its whole training set, at the policy's weights."""
+    dataset = trainer.train_dataset
+    batch = trainer.data_collator([dataset[i] for i in range(len(dataset))])
+    with torch.no_grad():
+        return float(trainer._compute_loss(trainer.model, batch, False))
+
+
 @pytest.mark.parametrize(
     ("params", "config"),
     # betas that keep each loss near 1 (the random policy's log-prob gaps are tens of nats): 1e-5 is tight
@@ -58,29 +66,19 @@ def _ours(root: Path, cache: Path, rows: list[dict[str, Any]], name: str, params
 def test_tpo_matches_trl(
     harness: parity.Harness, tmp_path: Path, params: dict[str, Any], config: dict[str, Any]
 ) -> None:
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl.experimental.tpo import TPOConfig, TPOTrainer
 
     root = harness.root
     rows = [{k: v for k, v in r.items() if k != "gold"} | {"reference": r["gold"]} for r in GOLD]
+    models = parity.fresh_models(root, rows)
+    del models["ref_model"]  # TPO is reference-free
     trl = TPOTrainer(
-        model=AutoModelForCausalLM.from_pretrained(str(root / "policy")),
         args=TPOConfig(
-            output_dir=str(root / "tpo"),
-            per_device_train_batch_size=len(rows),
-            bf16=False,
-            use_cpu=True,
-            report_to=[],
-            disable_tqdm=True,
-            **config,
+            output_dir=str(root / "tpo"), per_device_train_batch_size=len(rows), **parity.CPU, **config
         ),
-        train_dataset=Dataset.from_list(rows),
-        processing_class=AutoTokenizer.from_pretrained(str(root / "reference")),
+        **models,
     )
-    batch = trl.data_collator([trl.train_dataset[i] for i in range(len(rows))])
-    with torch.no_grad():
-        expected = float(trl._compute_loss(trl.model, batch, False))
+    expected = _trl_loss(trl)
     laid = [{k: v for k, v in r.items() if k != "gold"} | {"more": [r["gold"]]} for r in GOLD]
     ours = _ours(root, tmp_path / "cache", laid, "tpo", params)
     # relative: two rejected completions hold words the toy model masks (-1e4 nats), so IPO's loss is ~1e6
@@ -93,31 +91,21 @@ def test_kto_unpaired_matches_trl_kto_with_trls_kl_pairs(
 ) -> None:
     """TRL pairs each row with the previous row's completion of its batch (completions[-1:] +
     completions[:-1]); laid out with those partners, our loss is TRL's."""
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import KTOConfig, KTOTrainer
 
     root = harness.root
     trl = KTOTrainer(
-        model=AutoModelForCausalLM.from_pretrained(str(root / "policy")),
-        ref_model=AutoModelForCausalLM.from_pretrained(str(root / "reference")),
         args=KTOConfig(
             output_dir=str(root / "kto"),
             per_device_train_batch_size=len(UNPAIRED),
             beta=0.5,
             desirable_weight=weights[0],
             undesirable_weight=weights[1],
-            bf16=False,
-            use_cpu=True,
-            report_to=[],
-            disable_tqdm=True,
+            **parity.CPU,
         ),
-        train_dataset=Dataset.from_list(UNPAIRED),
-        processing_class=AutoTokenizer.from_pretrained(str(root / "reference")),
+        **parity.fresh_models(root, UNPAIRED),
     )
-    batch = trl.data_collator([trl.train_dataset[i] for i in range(len(UNPAIRED))])
-    with torch.no_grad():
-        expected = float(trl._compute_loss(trl.model, batch, False))
+    expected = _trl_loss(trl)
     laid = [
         {
             "prompt": r["prompt"],

@@ -15,7 +15,7 @@ from bench.pipeline import preflight
 from bench.sources.formats import normalise
 from bench.sources.rows import validate_rows
 from bench.sources.scores import SCORE_KEYS
-from bench.train.scores import variant_rows
+from bench.train.rows import variant_rows
 from tests.helpers import tiny_overrides
 
 PLAIN = {"prompt": "Name a colour.", "chosen": "Blue.", "rejected": "I like trains."}

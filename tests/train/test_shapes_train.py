@@ -20,7 +20,7 @@ from bench.pipeline import check_variant, run_one
 from bench.sources import select
 from bench.train.fit import run_train
 from bench.train.more import more_stats, trainer_rows
-from bench.train.scores import variant_rows
+from bench.train.rows import variant_rows
 from tests.helpers import local_overrides, make_text_model
 
 COLOURS = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white"]
