@@ -10,6 +10,7 @@ trains in two processes inside one job; Hydra's own submitit launcher runs ad-ho
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -154,20 +155,33 @@ def test_preempted_job_requeues_and_resumes_without_redoing_stages(slurm, tiny_r
 
 
 def test_job_past_its_time_limit_requeues_and_resumes(slurm, tiny_root, tmp_path) -> None:
-    # 3000 steps take 60-90 s of training alone here (45 s on an idle machine for 1500 was too close to one
-    # attempt: a run once finished inside its first minute), more than one 1-minute attempt holds with
-    # start-up and evaluation. Slurm checks time limits every ~30 s, so an attempt is signalled 45-75 s after
-    # it starts: the run needs several attempts.
+    # A run far longer than any attempt, so that the time limit, not the machine's speed, decides that it
+    # needs a second attempt (3000 steps once finished inside its first minute on an idle machine). Slurm
+    # checks time limits every ~30 s, so an attempt is signalled 45-75 s after it starts; the test follows
+    # the run into its second attempt and stops it there (finishing after a requeue is the preemption test's).
     limits = ("launcher.time_min=1", "launcher.signal_delay_s=15", "launcher.max_requeues=15")
-    _, run_dir = _long_run(tmp_path, "timeout", 3000, *limits)
-    _wait("the run done", lambda: run_state(run_dir)[0] == "done", 900, 2)
+    _, run_dir = _long_run(tmp_path, "timeout", 1_000_000, *limits)
+    job = slurm_jobs(run_dir.parent)[run_dir.name]
+    partial = run_dir / "train_log.jsonl.partial"
+
+    def logged_steps() -> list[int]:
+        return [r["step"] for r in read_jsonl(partial) if "loss" in r] if partial.exists() else []
+
+    def resumed() -> int | None:
+        logs = "".join(p.read_text() for p in (run_dir.parent / "_jobs").glob("*/*_log.err"))
+        found = re.search(r"resuming training of dpo from step (\d+)", logs)
+        return int(found.group(1)) if found else None
+
+    start = _wait("the second attempt to resume training", resumed, 400, 1)
+    _wait("a step logged after the resumption", lambda: max(logged_steps(), default=0) > start, 300, 1)
+    subprocess.run(["scancel", job], check=True)
     status = _status(run_dir)
-    assert len(status["attempts"]) >= 2
+    assert [a["slurm_restart"] for a in status["attempts"]][:2] == [0, 1]
     logs = "".join(p.read_text() for p in (run_dir.parent / "_jobs").glob("*/*_log.err"))
     assert "this job is timed-out" in logs
-    assert read_json(run_dir / "train_info.json")["resumed_from_step"] is not None
-    steps = [r["step"] for r in read_jsonl(run_dir / "train_log.jsonl") if "loss" in r]
-    assert steps == list(range(50, 3001, 50))
+    assert start >= 50
+    steps = logged_steps()
+    assert steps == list(range(50, steps[-1] + 1, 50))  # each logged step once, none lost across attempts
 
 
 def test_cancelled_job_is_recorded_as_cancelled_and_resubmission_picks_it_up(
