@@ -5,6 +5,7 @@
     bench sweep <file> [overrides]      expand a study file, validate every run, run what is unfinished
     bench status <study>                each run's state and stage from its folder, and errors of failed runs
     bench evaluate <target> [overrides] evaluate a run folder, a saved model folder, or `reference`
+    bench sample [overrides...]         training pairs sampled from a model and judged (onpolicy.*): a dataset
     bench report <study>                results table (markdown + CSV) and plots over a study's run folders
     bench world [overrides...]          build (or show) the toy world the overrides select
     bench validate [overrides...]       compose and validate, print the runs, compute nothing
@@ -301,6 +302,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sample(args: argparse.Namespace) -> int:
+    from bench.config import load_spec
+    from bench.core.records import read_json
+    from bench.pipeline import preflight, sample_pairs
+    from bench.sources.sampled import PAIRS, PROVENANCE, sampled_dir
+
+    spec = load_spec(["onpolicy.enabled=true", *args.overrides])
+    if args.dry_run:
+        preflight(spec)
+        print(f"would sample {spec.onpolicy.samples} completions per prompt into {sampled_dir(spec)}")
+        return 0
+    _quiet_libraries()
+    folder = sample_pairs(spec)
+    p = read_json(folder / PROVENANCE)
+    print(
+        f"{p['pairs']} pairs from {p['lists']} prompts ({p['samples_per_prompt']} samples each from "
+        f"{p['model_path']}, judge {p['judge']}, rule {p['rule']}; {p['prompts_without_pair']} prompts "
+        f"without a pair, {p['malformed_verdicts']} malformed verdicts) in {folder}\n"
+        f"  train on them: bench run dataset.train_path={folder / PAIRS} (a toy world) or dataset=local "
+        f"dataset.path={folder / PAIRS}"
+    )
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.core.splits import SPLITS
     from bench.report import SelectionRule, check_options, collect_study, write_report
@@ -456,6 +481,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="Hydra overrides (for a run folder: dotted keys only)")
     p.add_argument("--dry-run", action="store_true")
     p.set_defaults(fn=cmd_evaluate)
+    p = sub.add_parser("sample", help="sample training pairs from a model, judge and pair them (onpolicy.*)")
+    p.add_argument("overrides", nargs="*", help="overrides, e.g. onpolicy.judge=gold onpolicy.rule=rso")
+    p.add_argument("--dry-run", action="store_true", help="validate and print the folder only")
+    p.set_defaults(fn=cmd_sample)
     p = sub.add_parser("sweep", help="expand and validate a study file, then run what is not finished")
     p.add_argument("file", help="a study YAML, e.g. sweeps/toy_beta.yaml")
     p.add_argument("overrides", nargs="*", help="overrides applied to every run (e.g. launcher=local)")

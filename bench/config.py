@@ -23,6 +23,7 @@ from bench.groups import CONF_DIR, GROUPS, LOSS_META_KEYS, options
 from bench.losses import build_loss
 from bench.sources import select
 from bench.sources.formats import FORMATS
+from bench.sources.pair_rules import pair_rule
 from bench.specs import (
     ATTENTION,
     DTYPES,
@@ -32,7 +33,9 @@ from bench.specs import (
     LoggingSpec,
     LossSpec,
     ModelSpec,
+    OnPolicySpec,
     PathsSpec,
+    RoundSpec,
     RunSpec,
     TrainSpec,
 )
@@ -235,6 +238,51 @@ def _check_ranges(spec: RunSpec) -> None:
 
 
 LAUNCHERS = ("inproc", "local", "slurm")
+ROUND_REFERENCES = ("original", "previous")
+
+
+def _check_onpolicy(spec: RunSpec) -> None:
+    """onpolicy.* and round.* (the judge's name is checked in preflight, where the judges are known)."""
+    o, r = spec.onpolicy, spec.round
+    if o.enabled:
+        if o.samples < 2:
+            raise ConfigError(f"onpolicy.samples={o.samples}: a pair needs at least 2 completions per prompt")
+        try:
+            pair_rule(o.rule, o.rso_beta, o.rso_samples)  # an unknown rule or bad rso settings
+        except ConfigError as err:
+            raise ConfigError(f"onpolicy.rule={o.rule}: {err}") from err
+        if o.rule == "rso" and o.rso_samples > o.samples:
+            raise ConfigError(
+                f"onpolicy.rso_samples={o.rso_samples} > onpolicy.samples={o.samples}: RSO accepts at most "
+                "the completions it has; lower rso_samples or raise samples"
+            )
+        if o.prompts_start < 0 or (o.prompts_count is not None and o.prompts_count < 1):
+            raise ConfigError(
+                f"need onpolicy.prompts_start >= 0 and onpolicy.prompts_count >= 1 or null (got "
+                f"{o.prompts_start}, {o.prompts_count})"
+            )
+        if o.part_size < 1 or o.temperature <= 0 or not 0 < o.top_p <= 1:
+            raise ConfigError(
+                f"need onpolicy.part_size >= 1, temperature > 0 and 0 < top_p <= 1 (got {o.part_size}, "
+                f"{o.temperature}, {o.top_p})"
+            )
+        if o.max_new_tokens is not None and o.max_new_tokens < 1:
+            raise ConfigError(f"onpolicy.max_new_tokens={o.max_new_tokens}: need >= 1 or null")
+        if o.model == "start" and r.after is None and r.index > 1:
+            raise ConfigError("onpolicy.model=start in round > 1 needs round.after (the previous round)")
+    if r.reference not in ROUND_REFERENCES:
+        raise ConfigError(f"round.reference={r.reference!r}: use one of {', '.join(ROUND_REFERENCES)}")
+    if r.index < 0 or (r.after is not None and r.index < 2):
+        raise ConfigError(
+            f"round.index={r.index} with round.after={r.after}: a run after another is round 2 or later "
+            "(a study's `rounds:` sets both)"
+        )
+    if r.reference == "previous" and r.after is None and r.index > 1:
+        raise ConfigError("round.reference=previous needs round.after (the previous round's run id)")
+    if not 1 <= r.partition <= r.partitions:
+        raise ConfigError(
+            f"round.partition={r.partition} must be in 1..round.partitions={r.partitions} (sDPO's parts)"
+        )
 
 
 def _check_model(spec: RunSpec) -> None:
@@ -314,8 +362,12 @@ def build_spec(cfg: DictConfig) -> RunSpec:
         paths=_paths(data["paths"]),
         logging=_typed(LoggingSpec, data["logging"], "logging"),
         config=data,
+        # absent from the config of a run made before them: the defaults (off)
+        onpolicy=_typed(OnPolicySpec, data.get("onpolicy") or {}, "onpolicy"),
+        round=_typed(RoundSpec, data.get("round") or {}, "round"),
     )
     _check_ranges(spec)
+    _check_onpolicy(spec)
     build_loss(spec.loss.module, spec.loss.params)  # unknown or out-of-range hyperparameters fail here
     select(spec)  # the data and model sources: their own keys, and whether they fit together
     return spec

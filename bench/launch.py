@@ -90,7 +90,10 @@ def _record(
             study=data["study"],
             question=data.get("question"),
             source=data.get("source"),  # a published comparison (bench report reads it)
-            runs=[{"run_id": r.spec.run_id, "variant": r.variant, "overrides": r.overrides} for r in runs],
+            runs=[
+                {"run_id": r.spec.run_id, "variant": r.variant, "overrides": r.overrides, "after": r.after}
+                for r in runs
+            ],
         )
         if entry is not None:
             manifest["submissions"].append(entry)
@@ -295,8 +298,9 @@ def _submit_slurm(
     check_launcher(todo)
     jobs_by_run: dict[str, str] = {}
     try:
-        for group in slurm_groups(todo):
-            jobs_by_run |= _submit_array(data["study"], group, study_dir)
+        for wave in round_waves(todo):
+            for group in slurm_groups(wave):
+                jobs_by_run |= _submit_array(data["study"], group, study_dir, jobs_by_run)
     finally:  # the arrays Slurm took before it refused one are recorded: they run
         if jobs_by_run:
             job_ids = list(jobs_by_run.values())
@@ -304,13 +308,45 @@ def _submit_slurm(
     return list(jobs_by_run.values())
 
 
-def _submit_array(study: str, group: list[PlannedRun], study_dir: Path) -> dict[str, str]:
-    """One job array; returns run id -> job id. A refusal by sbatch becomes a ConfigError naming the
-    setting, and the files submitit wrote for it (pickles, the sbatch script) are removed."""
+def round_waves(todo: list[PlannedRun]) -> list[list[PlannedRun]]:
+    """The runs to submit in waves: the first holds every run whose previous round (if any) is not among them
+    (finished, or none); wave k the runs whose previous round is in wave k-1."""
+    depth: dict[str, int] = {}
+    for run in todo:  # a study lists each round after the one before
+        depth[run.spec.run_id] = depth[run.after] + 1 if run.after in depth else 0
+    waves: list[list[PlannedRun]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+    for run in todo:
+        waves[depth[run.spec.run_id]].append(run)
+    return waves
+
+
+def _submit_array(
+    study: str, group: list[PlannedRun], study_dir: Path, submitted: dict[str, str] | None = None
+) -> dict[str, str]:
+    """One job array, or for rounds after a submitted one, one job each that Slurm starts only once the
+    previous round's job succeeded (--dependency=afterok on its array task; a failed round's successors are
+    cancelled by Slurm, --kill-on-invalid-dep, and `bench status` says why). Returns run id -> job id. A
+    refusal by sbatch becomes a ConfigError naming the setting, and the files submitit wrote for it
+    (pickles, the sbatch script) are removed."""
+    submitted = submitted or {}
+    if any(r.after in submitted for r in group):
+        out: dict[str, str] = {}
+        for run in group:
+            after = submitted.get(run.after or "")
+            out |= _submit_jobs(study, [run], study_dir, after)
+        return out
+    return _submit_jobs(study, group, study_dir, None)
+
+
+def _submit_jobs(study: str, group: list[PlannedRun], study_dir: Path, after: str | None) -> dict[str, str]:
     launcher = group[0].spec.launcher
     jobs_dir = study_dir / "_jobs"
     executor = slurm_executor(launcher, jobs_dir / "%j")
     executor.update_parameters(job_name=f"bench-{study}")
+    if after is not None:
+        extra = dict(launcher.additional_parameters)
+        extra |= {"dependency": f"afterok:{after}", "kill_on_invalid_dep": "yes"}
+        executor.update_parameters(additional_parameters=extra)
     # One submission of a study at a time, so the files that appear in _jobs/ meanwhile are this one's
     with file_lock(study_dir / ".submit.lock"):
         before = set(jobs_dir.iterdir()) if jobs_dir.exists() else set()

@@ -1,7 +1,7 @@
 """One run, stage by stage, each skipped when its outputs are complete, so rerunning a finished run does
 nothing and an interrupted one resumes at its first unfinished stage.
 
-    train -> reference -> generate -> judge -> lm_eval -> metrics -> curve
+    sample -> train -> reference -> generate -> judge -> lm_eval -> metrics -> curve
 
 `STAGES` is the one ordered list; adding a stage is one module in bench/stages/ and one line here. The runner
 (bench.stages.base.execute) knows nothing stage-specific; this module adds what a run needs around it: the
@@ -23,9 +23,11 @@ from bench.core.errors import ConfigError, DiskFullError, UnavailableError
 from bench.core.keys import EVAL_TARGET, PREFLIGHT, key_hash
 from bench.core.records import Status, read_json, remove_temporaries, try_lock, write_manifest
 from bench.judge import check_judge
-from bench.losses import build_loss
+from bench.judge.sampled import POINTWISE, check_sampling_judge, is_pointwise
+from bench.losses import PreferenceLoss, build_loss
 from bench.sources import Sources, select
-from bench.sources.prompts import check_prompts
+from bench.sources.prompts import check_prompts, evaluation_prompts
+from bench.sources.sampled import check_disjoint, prompt_slice, sampler_identity
 from bench.specs import RunSpec
 from bench.stages import STAGE_NAMES
 from bench.stages.base import Context, Stage, execute
@@ -35,6 +37,7 @@ from bench.stages.judge import Judge
 from bench.stages.lm_eval import LmEval, check_tasks
 from bench.stages.metrics import Metrics
 from bench.stages.reference import Reference
+from bench.stages.sample import Sample, build_sampled
 from bench.stages.train import Train
 from bench.train.rows import variant_rows
 
@@ -42,6 +45,7 @@ log = logging.getLogger(__name__)
 
 GENERATE, JUDGE, LM_EVAL, METRICS = Generate(), Judge(), LmEval(), Metrics()
 STAGES: tuple[Stage, ...] = (
+    Sample(),  # only with onpolicy.enabled: the training pairs sampled and judged first
     Train(),
     Reference(),
     GENERATE,
@@ -79,6 +83,7 @@ def preflight(spec: RunSpec, unavailable: list[str] | None = None) -> Sources:
         sources.model.check,
         lambda: check_judge(spec, sources),
         lambda: check_variant(spec, sources),
+        lambda: check_round(spec),
     )
     for check in checks:
         try:
@@ -109,6 +114,9 @@ def check_variant(spec: RunSpec, sources: Sources) -> None:
             "with model.lora.enabled=true the reference is the frozen base. Set model.lora.enabled=false, or "
             "choose a loss with a fixed reference"
         )
+    if spec.onpolicy.enabled:  # the rows do not exist yet: what they will be is checked instead
+        check_onpolicy(spec, sources, variant)
+        return
     # the toy world's own rows (scored pairs or lists, never unpaired or gold) are checked without building it
     own_world = sources.data.always_scored and not spec.dataset.train_path
     if own_world and variant.data_shape == "gold":
@@ -119,6 +127,41 @@ def check_variant(spec: RunSpec, sources: Sources) -> None:
         )
     if not own_world:  # the data's shape and scores as the variant needs them, before any compute
         variant_rows(spec, variant, sources.data)
+
+
+def check_onpolicy(spec: RunSpec, sources: Sources, variant: PreferenceLoss) -> None:
+    """Sampled training pairs, before any compute: the sampler exists, the judge gives what the rule and the
+    variant need, and (for file data; the toy world's prompts are checked once it is built) the prompt slice
+    fits and shares no prompt with evaluation. A round against the original reference cannot use LoRA (its
+    reference is the frozen base: the round's starting policy)."""
+    sampler_identity(spec)  # a saved-folder sampler exists
+    check_sampling_judge(spec, sources)
+    if variant.data_shape == "gold":
+        raise ConfigError(
+            f"loss={spec.loss.name} trains on pairs with a gold response, and sampled pairs "
+            "(onpolicy.enabled) have none: choose a pairwise variant, or set onpolicy.enabled=false"
+        )
+    if variant.needs_scores and not is_pointwise(spec):
+        raise ConfigError(
+            f"loss={spec.loss.name} needs a score for each completion, and "
+            f"onpolicy.judge={spec.onpolicy.judge} only compares two: use a pointwise judge "
+            f"({', '.join(POINTWISE)}) or a loss without scores"
+        )
+    if not (sources.data.always_scored and not spec.dataset.train_path):
+        prompts = prompt_slice(spec, sources.data.dataset_rows())
+        check_disjoint(spec, prompts, evaluation_prompts(spec, sources.data))
+
+
+def check_round(spec: RunSpec) -> None:
+    """A round's settings that need more than the config: LoRA's reference is the frozen base, which in a
+    round after the first is the previous policy, so the original reference cannot be had with it."""
+    lora = spec.model.lora is not None and spec.model.lora.enabled
+    if lora and spec.round.after is not None and spec.round.reference == "original":
+        raise ConfigError(
+            f"round {spec.round.index} trains with LoRA against the original reference, and LoRA's "
+            "reference is the frozen base (the previous round's policy): set "
+            "round.reference=previous (a study's rounds: reference: previous), or model.lora.enabled=false"
+        )
 
 
 def preflight_once(spec: RunSpec, checked: set[str], unavailable: list[str] | None = None) -> None:
@@ -180,6 +223,13 @@ def run_one(
                 status.fail(None, str(err))
             raise
     return run_dir
+
+
+def sample_pairs(spec: RunSpec) -> Path:
+    """`bench sample`: the sampled dataset folder of a config (onpolicy.*), written when it is not there
+    (preflight first; no run folder: the folder is shared by every run with its key)."""
+    sources = preflight(spec)
+    return build_sampled(Context(spec, sources, spec.run_dir(), spec.checkpoint_dir()))
 
 
 def target_kind(target: str) -> str:

@@ -208,6 +208,37 @@ class LoggingSpec:
 
 
 @dataclass(frozen=True)
+class OnPolicySpec:
+    """Training pairs sampled from a model and judged (bench.stages.sample); disabled: the dataset's pairs."""
+
+    enabled: bool = False
+    model: str = "start"  # start | reference | a saved model folder
+    samples: int = 4
+    judge: str = "gold"
+    judge_model: str | None = None
+    rule: str = "best_worst"
+    rso_beta: float = 0.5
+    rso_samples: int = 2
+    prompts_start: int = 0
+    prompts_count: int | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int | None = None
+    part_size: int = 64
+
+
+@dataclass(frozen=True)
+class RoundSpec:
+    """Where a run sits in an iterative chain (a study's `rounds:`); index 0: not a round."""
+
+    index: int = 0
+    after: str | None = None  # the previous round's run id (same study)
+    reference: str = "original"  # original | previous
+    partitions: int = 1  # sDPO: the training rows in this many contiguous parts
+    partition: int = 1  # the part this run trains on (1-based)
+
+
+@dataclass(frozen=True)
 class RunSpec:
     """Everything one run needs; `config` keeps the resolved tree for the manifest and the run id."""
 
@@ -222,6 +253,9 @@ class RunSpec:
     paths: PathsSpec
     logging: LoggingSpec
     config: dict[str, Any] = field(repr=False)
+    # defaults: the config of a run made before these sections existed builds the same spec
+    onpolicy: OnPolicySpec = field(default_factory=OnPolicySpec)
+    round: RoundSpec = field(default_factory=RoundSpec)
 
     @property
     def run_id(self) -> str:
@@ -236,3 +270,10 @@ class RunSpec:
     def checkpoint_dir(self) -> Path:
         """The trained policy (large: lives under paths.scratch, not in the run folder)."""
         return self.scratch_dir() / "checkpoint"
+
+    def previous_round(self) -> tuple[Path, Path] | None:
+        """(run folder, checkpoint) of the round this run continues (round.after), or None."""
+        after = self.round.after
+        if after is None:
+            return None
+        return self.paths.results / self.study / after, self.paths.scratch / self.study / after / "checkpoint"

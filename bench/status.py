@@ -121,6 +121,13 @@ def shown_state(run_dir: Path, state: str, slurm_state: str) -> str:
     return state
 
 
+def previous_rounds(study_dir: Path) -> dict[str, str]:
+    """run id -> the run id of its previous round, from the study's record (a study's rounds)."""
+    path = study_dir / "study.json"
+    runs = read_json(path).get("runs", []) if path.exists() else []
+    return {r["run_id"]: r["after"] for r in runs if r.get("after")}
+
+
 def status_table(study_dir: Path) -> str:
     """One line per run of a study (its folders, and runs submitted but not started): state, current stage,
     Slurm's job and state, the error of a failed run."""
@@ -130,10 +137,21 @@ def status_table(study_dir: Path) -> str:
     lines = [f"{'run':52s} {'state':11s} {'stage':9s} {'job':22s} error"]
     counts: dict[str, int] = {}
     names = {p.name for p in study_dir.iterdir() if (p / "manifest.json").exists()} | set(jobs)
+    previous = previous_rounds(study_dir)
+    shown: dict[str, str] = {}
     for folder in (study_dir / name for name in sorted(names)):
         state, stage, error = run_state(folder)
         job = jobs.get(folder.name, "")
         state = shown_state(folder, state, slurm.get(job, ""))
+        before = previous.get(folder.name)
+        if before and state in ("pending", "cancelled"):  # Slurm cancels a failed round's successors
+            before_state = shown.get(before) or shown_state(
+                study_dir / before, run_state(study_dir / before)[0], ""
+            )
+            if before_state in ("failed", "cancelled", "blocked"):
+                state = "blocked"
+                error = f"its previous round {before} is {before_state}: fix that and resubmit the study"
+        shown[folder.name] = state
         counts[state] = counts.get(state, 0) + 1
         job_text = f"{job} {slurm.get(job, '')}".strip()
         if job in waiting:  # Slurm's reason it has not started the job (Resources, Priority, ...)

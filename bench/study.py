@@ -7,6 +7,13 @@
     variants:                         # per-variant grids: beta means something different per loss
       dpo: {loss.beta: [4, 1]}
       simpo: {loss.beta: [2], loss.gamma_beta_ratio: [0.5]}
+    rounds:                           # optional: iterative training, each grid point a chain of rounds
+      count: 3                        # round r starts from round r-1's policy (bench.train.rounds)
+      prompts_per_round: 256          # round r samples its pairs (onpolicy.*) on prompts [(r-1)n, rn)
+      reference: previous             # the loss's reference from round 2 on: previous | original
+      partitions: false               # true: sDPO, no sampling; round r trains on part r of the data
+      overrides: [train.max_steps=50] # for every run of the chain
+    (or a list of such chains, compared in one study; count: 0 is the offline run, no rounds)
 
 Expansion validates every run (config, hyperparameters, bad data) before anything runs, and refuses two grid
 points that would be the same experiment (the same run id).
@@ -31,7 +38,9 @@ from bench.pipeline import preflight_once
 from bench.shrink import SUFFIX, shrink
 from bench.specs import RunSpec
 
-STUDY_KEYS = {"study", "question", "source", "fixed", "grid", "variants"}
+STUDY_KEYS = {"study", "question", "source", "fixed", "grid", "variants", "rounds"}
+ROUND_KEYS = {"count", "prompts_per_round", "reference", "partitions", "overrides"}
+SHRUNK_PROMPTS_PER_ROUND = 16  # a shrunk study's rounds fit the tiny world's 64 training prompts
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,7 @@ class PlannedRun:
     spec: RunSpec
     # the variant, its hyperparameters and every other key the study varies (bench.core.labels)
     label: str = ""
+    after: str | None = None  # the run id of the previous round (a study's rounds), which must succeed first
 
 
 def _value(v: Any) -> str:
@@ -124,6 +134,52 @@ def load_study(path: Path) -> dict[str, Any]:
     return data
 
 
+def chains(rounds: Any, where: str, shrunk: bool) -> list[list[list[str]]]:
+    """Each chain's per-round overrides (round.after is added per grid point, once the previous round's run
+    id is known). `rounds` is one mapping or a list of them (chains compared in one study: offline training,
+    one on-policy round, three iterative rounds ...); none: one chain of one plain run."""
+    if not rounds:
+        return [[[]]]
+    return [_chain(c, where, shrunk) for c in (rounds if isinstance(rounds, list) else [rounds])]
+
+
+def _chain(rounds: Any, where: str, shrunk: bool) -> list[list[str]]:
+    if not isinstance(rounds, dict) or set(rounds) - ROUND_KEYS:
+        raise ConfigError(f"{where}: each entry of rounds must be a mapping of {sorted(ROUND_KEYS)}")
+    count, partitions = rounds.get("count"), bool(rounds.get("partitions", False))
+    per_round, reference = rounds.get("prompts_per_round"), rounds.get("reference", "previous")
+    extra = [str(x) for x in rounds.get("overrides") or []]
+    if not isinstance(count, int) or count < 0:
+        raise ConfigError(
+            f"{where}: rounds.count must be an integer >= 0 (0: the data's own pairs), got {count!r}"
+        )
+    if count == 0:  # the offline baseline of a comparison: no rounds, no sampling
+        return [extra]
+    if not partitions and (not isinstance(per_round, int) or per_round < 1):
+        raise ConfigError(
+            f"{where}: rounds.prompts_per_round must be an integer >= 1 (each round samples its pairs on "
+            f"that many fresh prompts), got {per_round!r}; or rounds.partitions: true (sDPO) to train on "
+            "the data"
+        )
+    if shrunk and per_round:
+        per_round = min(per_round, SHRUNK_PROMPTS_PER_ROUND)
+    out = []
+    for r in range(1, count + 1):
+        items = [f"round.index={r}", f"round.reference={reference if r > 1 else 'original'}", *extra]
+        if partitions:
+            items += [f"round.partitions={count}", f"round.partition={r}"]
+        else:
+            assert isinstance(per_round, int)  # checked above
+            start = (r - 1) * per_round
+            items += [
+                "onpolicy.enabled=true",
+                f"onpolicy.prompts_start={start}",
+                f"onpolicy.prompts_count={per_round}",
+            ]
+        out.append(items)
+    return out
+
+
 class _Composer:
     """Composes a study's runs. Each distinct base (every override but the plain grid values) goes through
     Hydra once; a grid value is then applied the way Hydra applies a value override to an existing key
@@ -190,33 +246,39 @@ def expand(
     extra = list(extra or [])
     fixed = [str(x) for x in data.get("fixed") or []]
     common = _points(data.get("grid") or {}, f"{path}: grid")
+    planned_chains = chains(data.get("rounds"), str(path), shrunk is not None)
     composer = _Composer(extra)
     checked: set[str] = set()
     runs: list[PlannedRun] = []
     seen: dict[str, list[str]] = {}
     for variant, grid in data["variants"].items():
         for point in _points(grid or {}, f"{path}: variants.{variant}"):
-            for shared in common:
-                before, after = [*fixed, f"loss={variant}"], [f"study={data['study']}", *extra]
-                overrides = [*before, *shared, *point, *after]
-                try:
-                    spec = composer.spec(before, [*shared, *point], after)
-                    if shrunk is not None:
-                        small = shrink([*before, *shared, *point], spec)
-                        shrunk.extend(small.replaced)
-                        overrides = [*small.overrides, f"study={data['study']}{SUFFIX}", *extra]
-                        spec = build_spec(compose(overrides))
-                    preflight_once(spec, checked, unavailable)
-                except ConfigError as err:
-                    where = _blame(lines, variant, [*fixed, *shared, *point], str(err))
-                    raise ConfigError(f"{path}:{where}: {err}") from err
-                if spec.run_id in seen:
-                    raise ConfigError(
-                        f"{path}: {' '.join(overrides)} is the same experiment as "
-                        f"{' '.join(seen[spec.run_id])} (run id {spec.run_id}): remove one of the grid points"
-                    )
-                seen[spec.run_id] = overrides
-                runs.append(PlannedRun(variant, overrides, spec))
+            for shared, chain in itertools.product(common, planned_chains):
+                previous: str | None = None  # each grid point is a chain of rounds (one run without rounds)
+                for in_round in chain:
+                    rounds = [*in_round, *([f"round.after={previous}"] if previous else [])]
+                    before, after = [*fixed, f"loss={variant}"], [f"study={data['study']}", *extra]
+                    overrides = [*before, *shared, *point, *rounds, *after]
+                    try:
+                        spec = composer.spec(before, [*shared, *point, *rounds], after)
+                        if shrunk is not None:
+                            small = shrink([*before, *shared, *point], spec)
+                            shrunk.extend(small.replaced)
+                            overrides = [*small.overrides, *rounds, f"study={data['study']}{SUFFIX}", *extra]
+                            spec = build_spec(compose(overrides))
+                        preflight_once(spec, checked, unavailable)
+                    except ConfigError as err:
+                        where = _blame(lines, variant, [*fixed, *shared, *point], str(err))
+                        raise ConfigError(f"{path}:{where}: {err}") from err
+                    if spec.run_id in seen:
+                        raise ConfigError(
+                            f"{path}: {' '.join(overrides)} is the same experiment as "
+                            f"{' '.join(seen[spec.run_id])} (run id {spec.run_id}): remove one of the grid "
+                            "points"
+                        )
+                    seen[spec.run_id] = overrides
+                    runs.append(PlannedRun(variant, overrides, spec, after=previous))
+                    previous = spec.run_id
     named = labels([r.spec.config for r in runs], [r.variant for r in runs], include_seed=True)
     if shrunk is not None:
         data = {**data, "study": f"{data['study']}{SUFFIX}"}

@@ -5,10 +5,11 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from omegaconf import OmegaConf
 
-from bench.config import GROUPS, load_spec, options
+from bench.config import GROUPS, build_spec, load_spec, options
 from bench.core.errors import ConfigError
-from bench.core.keys import RUN, changes, leaves, signature
+from bench.core.keys import OPTIONAL_SECTIONS, RUN, changes, leaves, run_id, signature
 
 # the toy world's models and datasets (conf/*/toy*.yaml): the toy model speaks only their vocabulary
 TOY = tuple(sorted({n for g in ("model", "dataset") for n in options(g) if n.startswith("toy")}))
@@ -87,8 +88,21 @@ def test_signature_keeps_exactly_the_leaves_that_change_the_experiment() -> None
     sig = signature(spec.config)
     kept = set(leaves(sig))
     for leaf in leaves(spec.config):
-        assert (leaf in kept) == changes(leaf, RUN), leaf
+        off = leaf.split(".")[0] in OPTIONAL_SECTIONS  # switched off: no input of any key
+        assert (leaf in kept) == (changes(leaf, RUN) and not off), leaf
     assert {"loss", "train", "model"} <= set(sig) and not {"study", "launcher", "paths", "choices"} & set(sig)
+    on = load_spec(["onpolicy.enabled=true", "round.index=1"])
+    kept_on = set(leaves(signature(on.config)))
+    assert {"onpolicy.judge", "onpolicy.rule", "round.index"} <= kept_on
+    assert "onpolicy.part_size" not in kept_on
+
+
+def test_a_run_without_sampled_pairs_or_rounds_keeps_the_id_it_had_before_they_existed() -> None:
+    spec = load_spec(["loss.beta=0.5"])
+    older = {k: v for k, v in spec.config.items() if k not in OPTIONAL_SECTIONS}
+    assert signature(older) == signature(spec.config)
+    assert run_id(older, "dpo", "toy") == spec.run_id
+    assert build_spec(OmegaConf.create(older)).run_id == spec.run_id  # an old manifest's config still builds
 
 
 @pytest.mark.parametrize(

@@ -53,7 +53,12 @@ EVAL_TARGET = Key(
 GGUF = Key(
     "gguf", "a checkpoint rebuilt from a GGUF file (<paths.cache>/models/)", "the GGUF file's identity"
 )
-KEYS = (RUN, REFERENCE, TOY_WORLD, REFSTATS, PREFLIGHT, EVAL_TARGET, GGUF)
+SAMPLED = Key(
+    "sampled",
+    "training pairs sampled from a model and judged (<paths.cache>/sampled/<hash>/: bench.stages.sample)",
+    "the sampling model's identity when it is a saved folder",
+)
+KEYS = (RUN, REFERENCE, TOY_WORLD, REFSTATS, PREFLIGHT, EVAL_TARGET, GGUF, SAMPLED)
 
 # Keys of a loss YAML that are not hyperparameters (the run id has hashed them from the start): its paper and
 # equation, and for a recipe (a YAML over another variant's code, e.g. defaults: [compose]) the variant whose
@@ -61,8 +66,11 @@ KEYS = (RUN, REFERENCE, TOY_WORLD, REFSTATS, PREFLIGHT, EVAL_TARGET, GGUF)
 LOSS_META_KEYS = ("paper", "equation", "implementation")
 
 _R, _REF, _W, _S, _P, _G = RUN.name, REFERENCE.name, TOY_WORLD.name, REFSTATS.name, PREFLIGHT.name, GGUF.name
+_D = SAMPLED.name
 # What a run's reference model and evaluation prompts are: the reference evaluation and preflight read them.
 _REFERENCE_SIDE = frozenset({_R, _REF, _P})
+# The model and the data: sampled training pairs come from them too.
+_MODEL_DATA = _REFERENCE_SIDE | {_D}
 _TRAINING = frozenset({_R})
 NONE: frozenset[str] = frozenset()
 
@@ -73,27 +81,27 @@ CONFIG_INPUTS: dict[str, frozenset[str]] = {
     "launcher": NONE,
     "logging": NONE,
     "paths": frozenset({_P}),  # preflight finds files there; a moved cache holds the same artefacts
-    "seed": frozenset({_R, _REF, _P}),  # labels, data order, evaluation samples
+    "seed": frozenset({_R, _REF, _P, _D}),  # labels, data order, evaluation and training samples
     "loss": _TRAINING,  # open: every hyperparameter of every variant changes the experiment
-    "model.source": _REFERENCE_SIDE,
-    "model.path": _REFERENCE_SIDE,
-    "model.revision": _REFERENCE_SIDE,
-    "model.dtype": _REFERENCE_SIDE | {_S},  # fp32 and bf16 log-probs differ
-    "model.attn_implementation": _REFERENCE_SIDE,
-    "model.chat_template": _REFERENCE_SIDE,
-    "model.gguf": _REFERENCE_SIDE | {_G},
+    "model.source": _MODEL_DATA,
+    "model.path": _MODEL_DATA,
+    "model.revision": _MODEL_DATA,
+    "model.dtype": _MODEL_DATA | {_S},  # fp32 and bf16 log-probs differ
+    "model.attn_implementation": _MODEL_DATA,
+    "model.chat_template": _MODEL_DATA,
+    "model.gguf": _MODEL_DATA | {_G},
     "model.lora": frozenset({_R, _P}),  # adapters shape the policy; the reference is the frozen base
-    "model.toy": _REFERENCE_SIDE | {_W},
-    "dataset.source": _REFERENCE_SIDE,
-    "dataset.path": _REFERENCE_SIDE,
-    "dataset.revision": _REFERENCE_SIDE,
-    "dataset.format": _REFERENCE_SIDE,  # normalisation shapes the test prompts too
-    "dataset.fields": _REFERENCE_SIDE,
-    "dataset.max_chars": _REFERENCE_SIDE,
-    "dataset.test_split": _REFERENCE_SIDE,
-    "dataset.train_split": frozenset({_R, _P}),
-    "dataset.train_path": frozenset({_R, _P}),
-    "dataset.world": _REFERENCE_SIDE | {_W},  # open: the toy world's parameters
+    "model.toy": _MODEL_DATA | {_W},
+    "dataset.source": _MODEL_DATA,
+    "dataset.path": _MODEL_DATA,
+    "dataset.revision": _MODEL_DATA,
+    "dataset.format": _MODEL_DATA,  # normalisation shapes the test prompts too
+    "dataset.fields": _MODEL_DATA,
+    "dataset.max_chars": _MODEL_DATA,
+    "dataset.test_split": _MODEL_DATA,
+    "dataset.train_split": frozenset({_R, _P, _D}),
+    "dataset.train_path": frozenset({_R, _P, _D}),
+    "dataset.world": _MODEL_DATA | {_W},  # open: the toy world's parameters
     "train.learning_rate": _TRAINING,
     "train.batch_size": _TRAINING,
     "train.grad_accum": _TRAINING,
@@ -117,13 +125,13 @@ CONFIG_INPUTS: dict[str, frozenset[str]] = {
     "eval.prompts": _REFERENCE_SIDE,
     "eval.every_steps": _TRAINING,
     "eval.generation.backend": _TRAINING,  # the reference is always sampled with the hf backend
-    "eval.generation.max_new_tokens": _REFERENCE_SIDE,
+    "eval.generation.max_new_tokens": _MODEL_DATA,  # onpolicy.max_new_tokens=null reads it
     "eval.generation.temperature": _REFERENCE_SIDE,
     "eval.generation.top_k": _REFERENCE_SIDE,
     "eval.generation.top_p": _REFERENCE_SIDE,
     "eval.generation.batch_size": NONE,  # inference batch sizes only chunk the work
     "eval.judge": _REFERENCE_SIDE,
-    "eval.judge_model": _REFERENCE_SIDE,
+    "eval.judge_model": _MODEL_DATA,  # onpolicy.judge_model=null reads it
     "eval.judge_batch_size": NONE,
     "eval.judge_api": NONE,  # how API faults are retried: the answers are the same
     "eval.judge_max_malformed": NONE,  # whether a judge stage fails, never what it computes
@@ -136,7 +144,19 @@ CONFIG_INPUTS: dict[str, frozenset[str]] = {
     "eval.lm_eval.num_fewshot": frozenset({_R, _REF}),
     "eval.lm_eval.apply_chat_template": frozenset({_R, _REF}),
     "eval.lm_eval.batch_size": NONE,
+    # sampled training pairs (bench.stages.sample): who samples, how, who judges, which prompts
+    "onpolicy": frozenset({_R, _P, _D}),
+    "onpolicy.part_size": NONE,  # how the work is split into resumable parts, never what it computes
+    "round.index": _TRAINING,
+    "round.after": frozenset({_R, _P, _D}),  # the chain so far: where the policy starts, who samples
+    "round.reference": _TRAINING,
+    "round.partitions": frozenset({_R, _P}),
+    "round.partition": frozenset({_R, _P}),
 }
+
+# Sections that are inputs only when switched on (section: the leaf that switches it, and its off value): a
+# run that uses none of them hashes as it did before they existed, so adding them kept every run id.
+OPTIONAL_SECTIONS: dict[str, tuple[str, Any]] = {"onpolicy": ("enabled", False), "round": ("index", 0)}
 
 
 def leaves(tree: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
@@ -190,7 +210,11 @@ def config_inputs(config: Mapping[str, Any], key: Key) -> dict[str, Any]:
                 out[name] = value
         return out
 
-    return canonical(keep(json.loads(json.dumps(config, default=str)), ""))
+    tree = json.loads(json.dumps(config, default=str))
+    for section, (switch, off) in OPTIONAL_SECTIONS.items():
+        if isinstance(tree.get(section), dict) and tree[section].get(switch, off) == off:
+            del tree[section]
+    return canonical(keep(tree, ""))
 
 
 def config_hash(tree: Any, length: int = 8) -> str:

@@ -7,9 +7,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bench.core.keys import LOSS_META_KEYS, leaves, signature
+from bench.core.keys import LOSS_META_KEYS, OPTIONAL_SECTIONS, leaves, signature
 
-SHORT = {"train.learning_rate": "lr"}  # names a reader knows better than the dotted key
+# names a reader knows better than the dotted key
+SHORT = {"train.learning_rate": "lr", "onpolicy.enabled": "onpolicy", "round.index": "round"}
+# A switched-on optional section (bench.core.keys.OPTIONAL_SECTIONS) is named by its switch against runs
+# without it; its other keys only where they differ among the runs that have it. The previous round's run id
+# is never shown: the round's index says where it is in its chain.
+SWITCHES = {f"{section}.{switch}" for section, (switch, _) in OPTIONAL_SECTIONS.items()}
+HIDDEN = {"round.after"}
 LOSS = "loss."
 
 
@@ -31,9 +37,19 @@ def varied(configs: Sequence[Mapping[str, Any]], include_seed: bool = False) -> 
         order |= dict.fromkeys(leaves(sig))
     out = []
     for leaf in order:
-        if (leaf == "seed" and not include_seed) or leaf.removeprefix(LOSS) in LOSS_META_KEYS:
+        if (
+            (leaf == "seed" and not include_seed)
+            or leaf.removeprefix(LOSS) in LOSS_META_KEYS
+            or leaf in HIDDEN
+        ):
             continue
-        values = {repr(_value(sig, leaf)) for sig in sigs}
+        section = leaf.split(".")[0]
+        having = (
+            [s for s in sigs if section in s]
+            if section in OPTIONAL_SECTIONS and leaf not in SWITCHES
+            else sigs
+        )
+        values = {repr(_value(sig, leaf)) for sig in having}
         if len(values) > 1:
             out.append(leaf)
     return out

@@ -66,13 +66,27 @@ def _config_key(cfg: dict[str, Any]) -> str:
     return config_hash(sig)
 
 
+def variant_name(manifest: dict[str, Any]) -> str:
+    """What the report compares: the loss, or for a round of a chain the loss and its round ('dpo/round2'),
+    so the report's tables, frontier and paired comparisons follow a chain round by round beside the offline
+    runs; 'dpo/onpolicy' for sampled pairs outside rounds. Evaluations of existing models (bench evaluate)
+    carry a label."""
+    cfg = manifest["config"]
+    if manifest.get("label"):
+        return str(manifest["label"])
+    name = str(cfg["choices"]["loss"])
+    index = (cfg.get("round") or {}).get("index", 0)
+    if index:
+        return f"{name}/round{index}"
+    return f"{name}/onpolicy" if (cfg.get("onpolicy") or {}).get("enabled") else name
+
+
 def _run_row(folder: Path) -> dict[str, Any]:
     manifest = read_json(folder / "manifest.json")
     cfg = manifest["config"]
     return {
         "_config": cfg,
-        # evaluations of existing models (bench evaluate) carry a label, not a trained variant
-        "variant": manifest.get("label") or cfg["choices"]["loss"],
+        "variant": variant_name(manifest),
         "beta": cfg["loss"].get("beta"),
         "lr": cfg["train"]["learning_rate"],
         "seed": cfg["seed"],

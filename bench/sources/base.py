@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from bench.core.chat import Prompt
 from bench.sources.loading import load_causal_lm
 from bench.sources.rows import load_jsonl_rows
+from bench.sources.sampled import partition, read_sampled
 from bench.sources.shapes import to_shape
 from bench.specs import RunSpec
 
@@ -42,9 +43,15 @@ class DataSource(ABC):
         self.spec = spec
 
     def training_rows(self) -> list[dict[str, Any]]:
-        """The run's training rows in the data's own shape (pairs, ranked lists or unpaired rows:
-        bench.sources.shapes), every row validated (ConfigError lists bad ones): dataset.train_path when it
-        is set (pairs), else the data's own."""
+        """The run's training rows: pairs sampled from a model and judged when onpolicy.enabled
+        (bench.sources.sampled), else the dataset's rows; sDPO's part of them with round.partitions > 1."""
+        rows = read_sampled(self.spec) if self.spec.onpolicy.enabled else self.dataset_rows()
+        return partition(rows, self.spec.round)
+
+    def dataset_rows(self) -> list[dict[str, Any]]:
+        """The dataset's rows in its own shape (pairs, ranked lists or unpaired rows: bench.sources.shapes),
+        every row validated (ConfigError lists bad ones): dataset.train_path when it is set (pairs), else the
+        data's own. Their prompts are what onpolicy samples on."""
         if self.spec.dataset.train_path:
             return load_jsonl_rows(Path(self.spec.dataset.train_path))
         return self.own_rows()
@@ -78,6 +85,11 @@ class DataSource(ABC):
 
     def judge_preference(self) -> Callable[[str, str], float] | None:
         """The data's own judge, P(second completion preferred), when it comes with one (eval.judge=toy)."""
+        return None
+
+    def judge_score(self) -> Callable[[str], float] | None:
+        """The data's own judge as a pointwise score of a completion, when it has one (the toy world's judge
+        is Bradley-Terry on such a score): onpolicy.judge=toy ranks sampled completions by it."""
         return None
 
     def lm_eval_tasks(self) -> dict[str, Path]:

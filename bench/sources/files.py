@@ -42,7 +42,7 @@ class FileData(DataSource):
         return distinct([r["prompt"] for r in self._split(d.test_split)])
 
     def check(self) -> None:
-        self.training_rows()
+        self.dataset_rows()
         if not self.spec.eval.prompts:
             self.heldout_prompts()
 

@@ -50,8 +50,8 @@ class ToyData(DataSource):
         """The world's own pairs with the judge's scores of their two answers (the scores the labels were
         drawn from: P(chosen) = sigmoid((score_chosen - score_rejected) / tau)); a train_path file's rows
         as they are."""
-        if self.spec.dataset.train_path or self.params.list_size > 2:  # a file's own; lists carry theirs
-            return rows
+        if self.spec.dataset.train_path or self.params.list_size > 2 or self.spec.onpolicy.enabled:
+            return rows  # a file's own; lists and sampled pairs carry theirs
         lam, hack = self.params.judge_lambda, process.judge_hack(self.params)
         return [
             {
@@ -67,7 +67,7 @@ class ToyData(DataSource):
 
     def check(self) -> None:
         if self.spec.dataset.train_path:  # the world's own pairs are checked when it is built
-            self.training_rows()
+            self.dataset_rows()
 
     def gold(self) -> GoldReward:
         return GoldReward(self.params.gold_alphas, process.gold_reward, process.sentiment)
@@ -75,6 +75,10 @@ class ToyData(DataSource):
     def judge_preference(self) -> Callable[[str, str], float]:
         lam, tau, hack = self.params.judge_lambda, self.params.judge_tau, process.judge_hack(self.params)
         return lambda first, second: process.judge_prob(first, second, lam, tau, hack)
+
+    def judge_score(self) -> Callable[[str], float]:
+        lam, hack = self.params.judge_lambda, process.judge_hack(self.params)
+        return lambda text: process.judge_score(text, lam, hack)
 
     def lm_eval_tasks(self) -> dict[str, Path]:
         return files.task_files(world_dir(self.spec))  # written when the world is built

@@ -3,4 +3,4 @@ their order."""
 
 # The stages' names in pipeline order, importable without loading the stages (the command line's help and
 # `bench ls` show them); bench.pipeline checks it against its STAGES.
-STAGE_NAMES = ("train", "reference", "generate", "judge", "lm_eval", "metrics", "curve")
+STAGE_NAMES = ("sample", "train", "reference", "generate", "judge", "lm_eval", "metrics", "curve")

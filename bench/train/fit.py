@@ -30,6 +30,7 @@ from bench.train import moving_ref
 from bench.train.distributed import launch_training
 from bench.train.more import trainer_rows
 from bench.train.refcache import model_identity
+from bench.train.rounds import start_and_reference
 from bench.train.rows import variant_rows
 from bench.train.state import (
     discard_partial_saves,
@@ -94,8 +95,9 @@ def _train_here(spec: RunSpec, sources: Sources, run_dir: Path) -> Path:
     if is_main_process():
         keep_log_until(partial_log, resume[1] if resume else 0)
     rows = variant_rows(spec, variant, sources.data)
-    ref_path = sources.model.reference()
-    policy, tokenizer = sources.model.load(ref_path)
+    # a round of a chain starts from the previous round's policy, against it or the original reference
+    start, ref_path = start_and_reference(spec, sources.model.reference())
+    policy, tokenizer = sources.model.load(start)
     policy.train()
     refstats: dict[str, Any] = {
         # the weights and the precision they run in: fp32 and bf16 reference log-probs differ
@@ -142,7 +144,9 @@ def _train_here(spec: RunSpec, sources: Sources, run_dir: Path) -> Path:
     callbacks = [log_callback(partial_log), no_final_checkpoint()]
     if spec.eval.every_steps:
         callbacks.append(step_saver(step_checkpoints_dir(spec), spec.eval.every_steps, tokenizer))
-    moving = sources.model.load(ref_path)[0].eval() if variant.live_reference() else None
+    # A reference that is not the starting policy scores the pairs itself (VariantTrainer._reference_pass).
+    separate = variant.live_reference() or ref_path != start
+    moving = sources.model.load(ref_path)[0].eval() if separate else None
     trainer = VariantTrainer(
         model=policy,
         ref_model=moving,
@@ -181,6 +185,7 @@ def _train_here(spec: RunSpec, sources: Sources, run_dir: Path) -> Path:
     if is_main_process():
         info = {
             "reference_model": str(ref_path),  # the resolved folder (a Hub snapshot names its commit)
+            "start_model": str(start),  # the previous round's policy in a chain, else the reference
             "reference_logps": refstats,
             "seconds": time.perf_counter() - t0,
             "resumed_from_step": resume[1] if resume else None,

@@ -19,24 +19,11 @@ from typing import Any
 
 import torch
 
+from bench.core.identity import model_identity as model_identity  # re-exported: the cache keys use it
 from bench.core.records import atomic_write_json, file_lock
 
 Computer = Callable[[], tuple[torch.Tensor, torch.Tensor]]
 TensorsComputer = Callable[[], dict[str, torch.Tensor]]
-
-
-def model_identity(path: Path) -> str:
-    """A reference model's identity: its config and the size and hash-of-head of each weight file.
-
-    Cheap even for 7B checkpoints (no full read), and different whenever the weights are replaced.
-    """
-    digest = hashlib.sha256((path / "config.json").read_bytes())
-    for weights in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
-        digest.update(weights.name.encode())
-        digest.update(str(weights.stat().st_size).encode())
-        with weights.open("rb") as fh:
-            digest.update(fh.read(1 << 20))
-    return digest.hexdigest()[:16]
 
 
 def pairs_key(rows: Iterable[dict[str, Any]], identity: str, settings: dict[str, Any]) -> str:

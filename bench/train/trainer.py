@@ -148,9 +148,12 @@ class VariantTrainer(DPOTrainer):  # type: ignore[misc]
 
     def _reference_pass(self, pairs: Any, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(per-token log-probs, completion mask), float32 on the CPU, of each collated batch of `pairs` under
-        `self.model`, which still holds the reference weights before training; rows [chosen; rejected]."""
-        model: Any = self.model
+        the reference: `self.model`, which still holds the starting weights before training, or `ref_model`
+        when the reference is another model (a round against the original reference: bench.train.rounds);
+        rows [chosen; rejected]."""
+        model: Any = self.ref_model if self.ref_model is not None else self.model
         loader = DataLoader(pairs, batch_size=batch_size, collate_fn=self.data_collator, shuffle=False)
+        training = model.training
         model.eval()
         try:
             with torch.no_grad():
@@ -159,7 +162,7 @@ class VariantTrainer(DPOTrainer):  # type: ignore[misc]
                     per_token, mask, _ = self._token_logps(model, batch)
                     yield per_token.float().cpu(), mask.cpu()
         finally:
-            model.train()
+            model.train(training)
 
     def _cached_reference_logps(
         self, pairs: Any, name: str, batch_size: int, prefix: str

@@ -116,7 +116,7 @@ def test_a_cancelled_stage_is_recorded_as_cancelled_not_failed(tmp_path: Path, t
 
 
 def test_the_pipeline_names_its_stages_in_order_and_refuses_unknown_ones() -> None:
-    assert STAGE_NAMES == ("train", "reference", "generate", "judge", "lm_eval", "metrics", "curve")
+    assert STAGE_NAMES == ("sample", "train", "reference", "generate", "judge", "lm_eval", "metrics", "curve")
     assert [s.name for s in stages_named(["metrics", "train"])] == ["train", "metrics"]  # pipeline order
-    with pytest.raises(ConfigError, match=r"unknown stage 'judging'; stages: train, reference"):
+    with pytest.raises(ConfigError, match=r"unknown stage 'judging'; stages: sample, train, reference"):
         stages_named(["judging"])

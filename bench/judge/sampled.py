@@ -1,0 +1,143 @@
+"""Judging sampled training completions (onpolicy.judge): any judge of the evaluation suite, pointwise or
+pairwise, for the sample stage (bench.stages.sample).
+
+  pointwise   gold          the data's true reward (the toy world's, an oracle no real setting has)
+              toy           the toy world's judge score s (the length-biased judge is Bradley-Terry on it)
+              reward_model  a sequence classifier's reward (eval.judge=reward_model's model)
+  pairwise    local_lm, any AlpacaEval annotator config: only a preference between two completions, through
+              alpaca_eval's own PairwiseAnnotator (its prompt template, parser and position swap), so only the
+              pair rule that needs no scores (random_pair) can use them
+
+A pairwise verdict that does not parse is counted and reported (provenance.json), never read as a tie; more
+than eval.judge_max_malformed of them fails the stage. onpolicy.judge_model=start makes the model the run
+starts from its own judge (self-rewarding, Yuan et al. 2024, arXiv:2401.10020).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench.core.errors import ConfigError, UnavailableError
+from bench.judge import reward_model
+from bench.judge.api import check_api_judge
+from bench.judge.registry import check_our_judge, fn_completions, quiet_alpaca_eval_import, resolve_judge
+from bench.sources.pair_rules import pair_rule
+
+if TYPE_CHECKING:
+    from bench.sources import Sources
+    from bench.specs import RunSpec
+
+log = logging.getLogger(__name__)
+POINTWISE = ("gold", "toy", "reward_model")
+
+
+def is_pointwise(spec: RunSpec) -> bool:
+    return spec.onpolicy.judge in POINTWISE
+
+
+def judge_spec(spec: RunSpec, start: Path | None = None) -> RunSpec:
+    """The run's spec with the sampling judge in eval.judge / eval.judge_model, as the evaluation judges read
+    them; judge_model=start becomes `start` (the model the run starts from) when it is known."""
+    o = spec.onpolicy
+    model = o.judge_model or spec.eval.judge_model
+    if model == "start":
+        model = str(start) if start is not None else "reference"
+    return dataclasses.replace(spec, eval=dataclasses.replace(spec.eval, judge=o.judge, judge_model=model))
+
+
+def check_sampling_judge(spec: RunSpec, sources: Sources) -> None:
+    """Preflight: the judge exists, can run here, and gives what the pair rule needs."""
+    o = spec.onpolicy
+    rule = pair_rule(o.rule, o.rso_beta, o.rso_samples)
+    if o.judge == "gold" and sources.data.gold() is None:
+        raise ConfigError(
+            f"onpolicy.judge=gold reads the data's true reward, and dataset={spec.dataset.name} has none "
+            "(only the toy world does): use onpolicy.judge=reward_model with onpolicy.judge_model=<folder>, "
+            "or a pairwise judge with onpolicy.rule=random_pair"
+        )
+    if o.judge == "toy" and sources.data.judge_score() is None:
+        raise ConfigError(
+            f"onpolicy.judge=toy is the toy world's judge, and dataset={spec.dataset.name} has none: use "
+            "onpolicy.judge=reward_model, or a pairwise judge (local_lm, an AlpacaEval annotator) with "
+            "onpolicy.rule=random_pair"
+        )
+    if o.judge in ("gold", "toy"):
+        return
+    judge = resolve_judge(o.judge)  # an unknown name: ConfigError with ours, AlpacaEval's, near matches
+    if o.judge not in POINTWISE and rule.needs_scores:
+        raise ConfigError(
+            f"onpolicy.rule={o.rule} needs a score for every completion, and onpolicy.judge={o.judge} only "
+            "says which of two completions it prefers: use onpolicy.rule=random_pair, or a pointwise judge "
+            f"({', '.join(POINTWISE)})"
+        )
+    scoped = judge_spec(spec)
+    if judge.kind == "ours":
+        check_our_judge(judge, scoped, sources)
+    else:
+        check_api_judge(judge.name, judge.config)
+
+
+def pointwise_scorer(spec: RunSpec, sources: Sources, start: Path) -> Callable[[str, list[str]], list[float]]:
+    """score(instruction, completions) -> one score per completion."""
+    judge = spec.onpolicy.judge
+    if judge == "gold":
+        gold = sources.data.gold()
+        assert gold is not None  # check_sampling_judge
+        alpha = gold.alphas[0]
+        return lambda _prompt, texts: [gold.reward(t, alpha) for t in texts]
+    if judge == "toy":
+        score = sources.data.judge_score()
+        assert score is not None
+        return lambda _prompt, texts: [score(t) for t in texts]
+    model = reward_model.make_fn_completions(judge_spec(spec, start), sources)
+    return lambda prompt, texts: model.rewards([(prompt, t) for t in texts])
+
+
+@dataclasses.dataclass
+class PairVerdicts:
+    """P(second preferred) per pair; None where the verdict did not parse."""
+
+    second_preferred: list[float | None]
+
+    @property
+    def malformed(self) -> int:
+        return sum(p is None for p in self.second_preferred)
+
+
+def judge_pairs(
+    spec: RunSpec, sources: Sources, start: Path, pairs: list[tuple[str, str, str]]
+) -> PairVerdicts:
+    """A pairwise judge's verdicts on (instruction, output_1, output_2) through alpaca_eval's
+    PairwiseAnnotator (its template, position swap and parser); preference 1..2 becomes
+    P(output_2) = p - 1."""
+    if not pairs:
+        return PairVerdicts([])
+    scoped = judge_spec(spec, start)
+    judge = resolve_judge(scoped.eval.judge)
+    fn = fn_completions(judge, scoped, sources)
+    with quiet_alpaca_eval_import():
+        from alpaca_eval.annotators import PairwiseAnnotator
+    extra: dict[str, Any] = {"fn_completions": fn} if fn is not None else {}
+    annotator = PairwiseAnnotator(
+        annotators_config=str(judge.config),
+        caching_path=None,
+        seed=spec.seed,
+        is_avoid_reannotations=False,
+        **extra,
+    )
+    rows = [{"instruction": p, "output_1": a, "output_2": b} for p, a, b in pairs]
+    try:
+        out = annotator.annotate_pairs(rows)
+    except UnavailableError:
+        raise
+    verdicts: list[float | None] = []
+    for row in out:
+        value = row.get("preference")
+        ok = isinstance(value, int | float) and not math.isnan(value) and 1 <= value <= 2
+        verdicts.append(float(value) - 1.0 if ok else None)
+    return PairVerdicts(verdicts)

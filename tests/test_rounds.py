@@ -1,0 +1,180 @@
+"""On-policy data and rounds (issue 15): pairs sampled from a model and judged, a study's chain of rounds with
+round 2 starting from (and, with reference: previous, against) round 1's policy, and what stops a round
+before any compute."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.config import load_spec
+from bench.core.errors import ConfigError
+from bench.core.identity import model_identity
+from bench.core.records import Status, read_json, read_jsonl
+from bench.launch import round_waves, submit
+from bench.pipeline import preflight, run_one
+from bench.sources.sampled import PAIRS, sampled_dir
+from bench.sources.toy import world
+from bench.stages.sample import _pairs
+from bench.study import expand
+from bench.train.rounds import previous_policy
+from tests.helpers import tiny_overrides
+
+ONPOLICY = ("onpolicy.enabled=true", "onpolicy.prompts_count=24", "onpolicy.part_size=10")
+
+
+def _study(tmp_path: Path, root: Path, name: str, reference: str) -> Path:
+    fixed = ", ".join(tiny_overrides(root, "train.max_steps=3"))
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(
+        f"study: {name}\nquestion: two rounds\nfixed: [{fixed}]\nvariants:\n  dpo: {{loss.beta: [0.5]}}\n"
+        f"rounds: {{count: 2, prompts_per_round: 16, reference: {reference}}}\n"
+    )
+    return path
+
+
+def test_sampled_pairs_follow_the_rule_on_the_judges_scores_and_resume_part_by_part(tiny_root) -> None:
+    spec = load_spec(tiny_overrides(tiny_root, *ONPOLICY, "train.max_steps=2", "onpolicy.rule=all_pairs"))
+    run_dir = run_one(spec)
+    folder = sampled_dir(spec)
+    lists, pairs = read_jsonl(folder / "lists.jsonl"), read_jsonl(folder / PAIRS)
+    provenance = read_json(folder / "provenance.json")
+    assert len(lists) == 24 and all(len(item["completions"]) == 4 for item in lists)
+    assert len(list((folder / "parts").glob("part-*.jsonl"))) == 3  # 10 + 10 + 4 prompts
+    gold = spec.dataset.world.get("gold_alphas", [1.0])[0]
+    from bench.toyworld.process import gold_reward
+
+    for item in lists:  # the oracle's scores, exactly
+        assert item["scores"] == pytest.approx([gold_reward(c, gold) for c in item["completions"]])
+    # all_pairs: every pair of distinct scores, the higher chosen (pairs with an empty side left out)
+    scores = [item["scores"] for item in lists]
+    expected = sum(1 for s in scores for i in range(4) for j in range(i) if s[i] != s[j])
+    assert len(pairs) == expected - provenance["pairs_dropped_empty"]
+    assert all(p["score_chosen"] > p["score_rejected"] for p in pairs)
+    assert provenance["rule"] == "all_pairs" and provenance["judge"] == "gold"
+    assert provenance["prompts"] == {"start": 0, "count": 24}
+    assert read_json(run_dir / "sampled.json")["folder"] == str(folder)
+    # a killed sampler resumes at its first unfinished part, and the result is the same
+    before = (folder / PAIRS).read_text()
+    (folder / PAIRS).unlink()
+    (folder / "parts" / "part-00002.jsonl").unlink()
+    kept = (folder / "parts" / "part-00000.jsonl").stat().st_mtime_ns
+    from bench.stages.base import Context
+    from bench.stages.sample import build_sampled
+
+    build_sampled(Context(spec, preflight(spec), run_dir, spec.checkpoint_dir()))
+    assert (folder / PAIRS).read_text() == before
+    assert (folder / "parts" / "part-00000.jsonl").stat().st_mtime_ns == kept
+
+
+def test_two_rounds_the_second_starts_from_and_against_the_first_policy(tiny_root, tmp_path) -> None:
+    data, runs = expand(_study(tmp_path, tiny_root, "iter", "previous"))
+    assert [r.spec.round.index for r in runs] == [1, 2]
+    first, second = runs
+    assert second.after == first.spec.run_id and second.spec.round.after == first.spec.run_id
+    assert [r.spec.onpolicy.prompts_start for r in runs] == [0, 16]
+    assert [[r.spec.run_id for r in w] for w in round_waves(runs)] == [
+        [first.spec.run_id],
+        [second.spec.run_id],
+    ]
+    submit(data, runs, runs)
+    one, two = first.spec.checkpoint_dir(), second.spec.checkpoint_dir()
+    info = read_json(second.spec.run_dir() / "train_info.json")
+    assert info["start_model"] == str(one) and info["reference_model"] == str(one)
+    assert info["reference_logps"]["identity"] == model_identity(one)  # the loss's reference is round 1's
+    sampled = read_json(second.spec.run_dir() / "sampled.json")
+    assert sampled["model_path"] == str(one) and sampled["prompts"] == {"start": 16, "count": 16}
+    folders = [Path(read_json(r.spec.run_dir() / "sampled.json")["folder"]) for r in runs]
+    prompts = [{json.dumps(p["prompt"]) for p in read_jsonl(folder / PAIRS)} for folder in folders]
+    assert not prompts[0] & prompts[1]  # a fresh slice each round
+    # policy = reference at the start of round 2: the first step's log-ratios are 0, its loss log 2
+    first_step = read_jsonl(second.spec.run_dir() / "train_log.jsonl")[0]
+    assert first_step["loss"] == pytest.approx(0.6931, abs=1e-3)
+    assert (two / "config.json").exists()
+    # evaluation measures both rounds against the original reference: one _reference folder
+    assert len(list((second.spec.paths.results / "iter" / "_reference").iterdir())) == 1
+
+
+def test_a_round_against_the_original_reference_scores_pairs_with_it(tiny_root, tmp_path) -> None:
+    data, runs = expand(_study(tmp_path, tiny_root, "iter_orig", "original"))
+    submit(data, runs, runs)
+    first, second = runs
+    info = read_json(second.spec.run_dir() / "train_info.json")
+    original = world(second.spec) / "reference"
+    assert info["start_model"] == str(first.spec.checkpoint_dir()) and info["reference_model"] == str(
+        original
+    )
+    assert info["reference_logps"]["identity"] == model_identity(original)
+    # the policy starts away from its reference: log-ratios are not 0 at the first step
+    assert read_jsonl(second.spec.run_dir() / "train_log.jsonl")[0]["loss"] != pytest.approx(0.6931, abs=1e-4)
+
+
+def test_a_round_whose_previous_round_failed_stops_before_compute(tiny_root, tmp_path) -> None:
+    overrides = tiny_overrides(tiny_root, "study=chain", "round.index=2", "round.after=dpo-prev", *ONPOLICY)
+    spec = load_spec(overrides)
+    prev_dir = spec.paths.results / "chain" / "dpo-prev"
+    with pytest.raises(ConfigError, match="has not finished"):
+        previous_policy(spec, wait=False)
+    prev_dir.mkdir(parents=True)
+    status = Status(prev_dir)
+    status.begin_attempt(0.0)
+    status.fail("train", "RuntimeError: out of memory")
+    with pytest.raises(
+        ConfigError,
+        match=r"round 2 .* continues round 1 \(run dpo-prev\), which is failed during train: "
+        r"RuntimeError: out of memory.*resubmit",
+    ):
+        run_one(spec)
+    assert not sampled_dir(spec).exists()  # nothing sampled
+
+
+def test_bad_onpolicy_settings_fail_before_compute_with_the_fix(tiny_root, tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"onpolicy.rule=best_of: pair rule 'best_of' is none of"):
+        load_spec(tiny_overrides(tiny_root, *ONPOLICY, "onpolicy.rule=best_of"))
+    with pytest.raises(
+        ConfigError, match=r"onpolicy.rule=best_worst needs a score.*local_lm only says.*random_pair"
+    ):
+        preflight(
+            load_spec(
+                tiny_overrides(tiny_root, *ONPOLICY, "onpolicy.judge=local_lm", "onpolicy.judge_model=start")
+            )
+        )
+    with pytest.raises(ConfigError, match=r"onpolicy.samples=1"):
+        load_spec(tiny_overrides(tiny_root, *ONPOLICY, "onpolicy.samples=1"))
+    with pytest.raises(ConfigError, match="not a known judge"):
+        preflight(load_spec(tiny_overrides(tiny_root, *ONPOLICY, "onpolicy.judge=nobody")))
+    # a prompt slice that holds an evaluation prompt: refused before anything is sampled
+    spec = load_spec(tiny_overrides(tiny_root, *ONPOLICY))
+    from bench.sources.toy import ToyData
+
+    train_prompt = ToyData(spec).dataset_rows()[3]["prompt"]
+    prompts = tmp_path / "eval.jsonl"
+    prompts.write_text(json.dumps({"instruction": train_prompt}) + "\n")
+    spec = load_spec(tiny_overrides(tiny_root, *ONPOLICY, f"eval.prompts={prompts}"))
+    with pytest.raises(
+        ConfigError, match=r"1 of the 24 prompts onpolicy samples .* are evaluation prompts too"
+    ):
+        run_one(spec)
+    assert not sampled_dir(spec).exists()
+    with pytest.raises(ConfigError, match="distinct training prompts: lower them"):
+        run_one(load_spec(tiny_overrides(tiny_root, *ONPOLICY, "onpolicy.prompts_start=60")))
+
+
+def test_unparseable_pairwise_verdicts_are_counted_never_ties(tiny_root) -> None:
+    spec = load_spec(
+        tiny_overrides(tiny_root, *ONPOLICY, "onpolicy.judge=local_lm", "onpolicy.rule=random_pair")
+    )
+    lists = [
+        {"prompt": "p0", "completions": [" a", " b"], "judged": [0, 1, 0.9]},
+        {"prompt": "p1", "completions": [" a", " b"], "judged": [0, 1, None]},
+        {"prompt": "p2", "completions": [" a", " b"], "judged": [1, 0, 0.5]},
+        {"prompt": "p3", "completions": [" a", " b"], "judged": [1, 0, 0.2]},
+    ]
+    pairs, counts = _pairs(spec, lists)
+    assert [(p["prompt"], p["chosen"], p["rejected"]) for p in pairs] == [
+        ("p0", " b", " a"),
+        ("p3", " b", " a"),
+    ]
+    assert counts == {"prompts_without_pair": 2, "malformed_verdicts": 1, "pairs_dropped_empty": 0}
