@@ -131,9 +131,8 @@ def check_variant(spec: RunSpec, sources: Sources) -> None:
 
 def check_onpolicy(spec: RunSpec, sources: Sources, variant: PreferenceLoss) -> None:
     """Sampled training pairs, before any compute: the sampler exists, the judge gives what the rule and the
-    variant need, and (for file data; the toy world's prompts are checked once it is built) the prompt slice
-    fits and shares no prompt with evaluation. A round against the original reference cannot use LoRA (its
-    reference is the frozen base: the round's starting policy)."""
+    variant need, and the prompt slice fits and shares no prompt with evaluation (once the data is prepared:
+    a toy world not built yet is checked by the sample stage, after building it)."""
     sampler_identity(spec)  # a saved-folder sampler exists
     check_sampling_judge(spec, sources)
     if variant.data_shape == "gold":
@@ -147,9 +146,37 @@ def check_onpolicy(spec: RunSpec, sources: Sources, variant: PreferenceLoss) -> 
             f"onpolicy.judge={spec.onpolicy.judge} only compares two: use a pointwise judge "
             f"({', '.join(POINTWISE)}) or a loss without scores"
         )
-    if not (sources.data.always_scored and not spec.dataset.train_path):
+    if spec.onpolicy.online:
+        check_online(spec, variant)
+        return
+    if sources.data.prepared():  # a toy world not built yet: the sample stage checks once it is
         prompts = prompt_slice(spec, sources.data.dataset_rows())
         check_disjoint(spec, prompts, evaluation_prompts(spec, sources.data))
+
+
+def check_online(spec: RunSpec, variant: PreferenceLoss) -> None:
+    """Online training (bench.train.online) samples from the policy it trains, per batch, in one process, and
+    gives pairs scored against a reference it scores per batch."""
+    o = spec.onpolicy
+    problems = {
+        "onpolicy.model": (
+            o.model != "start",
+            "online pairs come from the policy being trained: onpolicy.model=start",
+        ),
+        "train.processes": (
+            spec.train.processes > 1,
+            "online training runs in one process (the judge lives in it): train.processes=1",
+        ),
+        "loss": (
+            variant.data_shape != "pairs" or variant.needs_kl_pairs,
+            f"loss={spec.loss.name} trains on {variant.data_shape} rows"
+            + (" with KL pairs" if variant.needs_kl_pairs else "")
+            + "; online batches are pairs (a pairwise variant without KL pairs)",
+        ),
+    }
+    for key, (bad, fix) in problems.items():
+        if bad:
+            raise ConfigError(f"onpolicy.online=true and {key}: {fix}")
 
 
 def check_round(spec: RunSpec) -> None:

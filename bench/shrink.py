@@ -127,6 +127,26 @@ def _unavailable(kind: str, spec: RunSpec) -> dict[str, str]:
         out["eval.lm_eval.tasks"] = STAND_INS[kind][1]
     if spec.train.bf16:
         out["train.bf16"] = "false"
+    return out | _onpolicy(kind, spec, ours)
+
+
+def _onpolicy(kind: str, spec: RunSpec, ours: set[str]) -> dict[str, str]:
+    """Sampled training pairs shrunk like the evaluation: short samples, a local judge for an API one (the
+    local LM only compares two: random_pair), the reference (under a fresh head for a reward model) for a
+    judge model from the Hub; the model the run starts from stays its own judge (self-rewarding)."""
+    o = spec.onpolicy
+    out: dict[str, str] = {}
+    if not o.enabled:
+        return out
+    cap = CAPS[kind]["eval.generation.max_new_tokens"]
+    out["onpolicy.max_new_tokens"] = str(min(o.max_new_tokens or cap, cap))
+    if o.judge not in ours and o.judge != "gold":
+        out["onpolicy.judge"] = "local_lm" if kind == "chat" else "toy"
+        if kind == "chat":
+            out["onpolicy.rule"] = "random_pair"
+    judge = out.get("onpolicy.judge", o.judge)
+    if judge in ("local_lm", "reward_model") and o.judge_model not in (None, "start"):
+        out["onpolicy.judge_model"] = "reference"
     return out
 
 

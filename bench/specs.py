@@ -225,6 +225,7 @@ class OnPolicySpec:
     top_p: float = 1.0
     max_new_tokens: int | None = None
     part_size: int = 64
+    online: bool = False  # sampled and judged per training batch (bench.train.online), not before training
 
 
 @dataclass(frozen=True)

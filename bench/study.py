@@ -40,7 +40,9 @@ from bench.specs import RunSpec
 
 STUDY_KEYS = {"study", "question", "source", "fixed", "grid", "variants", "rounds"}
 ROUND_KEYS = {"count", "prompts_per_round", "reference", "partitions", "overrides"}
-SHRUNK_PROMPTS_PER_ROUND = 16  # a shrunk study's rounds fit the tiny world's 64 training prompts
+SHRUNK_PROMPTS_PER_ROUND = (
+    8  # a shrunk study's rounds fit the stand-ins' 64 (tiny world) and 32 (chat) prompts
+)
 
 
 @dataclass(frozen=True)

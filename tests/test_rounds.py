@@ -15,6 +15,7 @@ from bench.core.identity import model_identity
 from bench.core.records import Status, read_json, read_jsonl
 from bench.launch import round_waves, submit
 from bench.pipeline import preflight, run_one
+from bench.sources import select
 from bench.sources.sampled import PAIRS, sampled_dir
 from bench.sources.toy import world
 from bench.stages.sample import _pairs
@@ -178,3 +179,23 @@ def test_unparseable_pairwise_verdicts_are_counted_never_ties(tiny_root) -> None
         ("p3", " b", " a"),
     ]
     assert counts == {"prompts_without_pair": 2, "malformed_verdicts": 1, "pairs_dropped_empty": 0}
+
+
+def test_sdpo_partitions_split_the_data_and_each_round_trains_on_its_part(tiny_root, tmp_path) -> None:
+    from bench.sources.sampled import partition
+    from bench.specs import RoundSpec
+
+    rows = [{"i": i} for i in range(10)]
+    parts = [partition(rows, RoundSpec(index=k, partitions=3, partition=k)) for k in (1, 2, 3)]
+    assert [[r["i"] for r in p] for p in parts] == [[0, 1, 2], [3, 4, 5], [6, 7, 8, 9]]
+    fixed = ", ".join(tiny_overrides(tiny_root, "train.max_steps=2"))
+    path = tmp_path / "sdpo.yaml"
+    path.write_text(
+        f"study: sdpo\nquestion: q\nfixed: [{fixed}]\nvariants:\n  dpo: {{}}\n"
+        "rounds: {count: 2, partitions: true}\n"
+    )
+    _, runs = expand(path)
+    assert [(r.spec.round.partition, r.spec.onpolicy.enabled) for r in runs] == [(1, False), (2, False)]
+    assert runs[1].spec.round.after == runs[0].spec.run_id and runs[1].spec.round.reference == "previous"
+    mine = [select(r.spec).data.training_rows() for r in runs]
+    assert mine[0] and mine[1] and not {json.dumps(r) for r in mine[0]} & {json.dumps(r) for r in mine[1]}

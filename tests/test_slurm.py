@@ -248,3 +248,85 @@ def test_hydra_submitit_launcher_runs_an_adhoc_sweep(slurm, tiny_root, tmp_path)
     runs = [p for p in study_dir.iterdir() if (p / "manifest.json").exists()]
     assert sorted(p.name.split("-")[0] for p in runs) == ["dpo", "ipo"]
     assert all(run_state(p)[0] == "done" for p in runs)
+
+
+def _rounds_study(tmp_path: Path, name: str, steps: int) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(
+        f"study: {name}\nquestion: rounds on Slurm\n"
+        f"fixed: [train.max_steps={steps}, train.save_steps=50, train.logging_steps=50]\n"
+        "variants:\n  dpo: {loss.beta: [0.5]}\n"
+        "rounds: {count: 2, prompts_per_round: 16, reference: previous}\n"
+    )
+    return path
+
+
+def _dependency(job: str) -> str:
+    out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+    found = re.search(r"Dependency=(\S+)", out)
+    return found.group(1) if found else ""
+
+
+def test_rounds_are_submitted_at_once_each_after_the_one_before(slurm, tiny_root, tmp_path) -> None:
+    study = _rounds_study(tmp_path, "rounds", 4)
+    out = _bench("sweep", str(study), *_paths(tmp_path, "rounds"), *SLURM)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "2 run(s), 0 finished, 2 to run" in out.stdout
+    study_dir = tmp_path / "rounds" / "results" / "rounds"
+    record = read_json(study_dir / "study.json")
+    first, second = (r["run_id"] for r in record["runs"])
+    assert record["runs"][1]["after"] == first
+    jobs = slurm_jobs(study_dir)
+    # submitted together; round 2 waits on round 1's job (Slurm drops a satisfied dependency from its record)
+    assert (
+        _dependency(jobs[second]).startswith(f"afterok:{jobs[first]}")
+        or run_state(study_dir / first)[0] == "done"
+    )
+    _wait(
+        "both rounds done",
+        lambda: all(run_state(study_dir / r)[0] == "done" for r in (first, second)),
+        600,
+        2,
+    )
+    info = read_json(study_dir / second / "train_info.json")
+    assert (
+        info["start_model"].endswith(f"{first}/checkpoint") and info["reference_model"] == info["start_model"]
+    )
+    first_ended = (study_dir / first / "status.json").stat().st_mtime  # its last write: the run done
+    assert read_json(study_dir / second / "status.json")["attempts"][0]["t_start"] >= first_ended - 1
+    assert read_json(study_dir / first / "status.json")["attempts"][0]["slurm_job"] == jobs[first]
+
+
+def test_a_killed_round_blocks_its_successor_and_resubmission_resumes_the_chain(
+    slurm, tiny_root, tmp_path
+) -> None:
+    study = _rounds_study(tmp_path, "killed", 2000)
+    paths = _paths(tmp_path, "killed")
+    assert _bench("sweep", str(study), *paths, *SLURM).returncode == 0
+    study_dir = tmp_path / "killed" / "results" / "killed"
+    record = read_json(study_dir / "study.json")
+    first, second = (r["run_id"] for r in record["runs"])
+    jobs = slurm_jobs(study_dir)
+    spec = load_spec(record["runs"][0]["overrides"])  # round 1 exactly as the study submitted it
+    _wait("a training checkpoint of round 1", lambda: last_complete_checkpoint(trainer_dir(spec)), 300, 0.5)
+    subprocess.run(["scancel", jobs[first]], check=True)  # round 1 killed mid-training
+    _wait("round 1 recorded cancelled", lambda: run_state(study_dir / first)[0] == "cancelled", 120, 1)
+
+    def blocked() -> str | None:
+        out = _bench("status", "killed", "--results", str(tmp_path / "killed" / "results")).stdout
+        line = next((x for x in out.splitlines() if x.startswith(second)), "")
+        return line if " blocked " in line else None
+
+    line = _wait("round 2 shown blocked", blocked, 120, 2)
+    assert f"previous round {first} is cancelled" in line
+    assert not (study_dir / second / "train_info.json").exists()
+    again = _bench("sweep", str(study), *paths, *SLURM)
+    assert "2 run(s), 0 finished, 2 to run" in again.stdout, again.stdout
+    _wait(
+        "both rounds done",
+        lambda: all(run_state(study_dir / r)[0] == "done" for r in (first, second)),
+        900,
+        2,
+    )
+    assert read_json(study_dir / first / "train_info.json")["resumed_from_step"] >= 50
+    assert read_json(study_dir / second / "train_info.json")["start_model"].endswith(f"{first}/checkpoint")

@@ -134,7 +134,7 @@ def score_rows(
     eos = tokenizer.eos_token_id
     new_tokens = sequences[:, prompt_len:]
     token_logp = logp.gather(-1, new_tokens.unsqueeze(-1).to(logp.device)).squeeze(-1)
-    lengths = _lengths(new_tokens, eos)
+    lengths = generated_lengths(new_tokens, eos)
     ref_logp = ref_token_logp = None
     if reference is not None:
         mask = _attention(sequences, prompt_mask, lengths)
@@ -152,7 +152,7 @@ def score_rows(
             "prompt_id": i,
             "sample": j,
             "prompt": prompt,
-            "completion": _completion_text(
+            "completion": decoded_completion(
                 tokenizer,
                 sequences[k, :prompt_len][prompt_mask[k].bool()].tolist(),
                 ids[:-1] if finished else ids,
@@ -171,7 +171,7 @@ def score_rows(
     return rows
 
 
-def _completion_text(tokenizer: Any, prompt_ids: list[int], completion_ids: list[int]) -> str:
+def decoded_completion(tokenizer: Any, prompt_ids: list[int], completion_ids: list[int]) -> str:
     """The completion as text, with the separator the tokenizer put between prompt and completion (decoding
     prompt + completion and cutting the decoded prompt keeps a leading space, for word-level and BPE
     tokenizers alike)."""
@@ -186,7 +186,7 @@ def _completion_text(tokenizer: Any, prompt_ids: list[int], completion_ids: list
     )
 
 
-def _lengths(new_tokens: torch.Tensor, eos: int) -> torch.Tensor:
+def generated_lengths(new_tokens: torch.Tensor, eos: int) -> torch.Tensor:
     """Generated length per row up to and including the first <eos> (all tokens when none came)."""
     is_eos = new_tokens == eos
     first = torch.where(

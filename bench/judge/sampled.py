@@ -76,10 +76,18 @@ def check_sampling_judge(spec: RunSpec, sources: Sources) -> None:
             f"({', '.join(POINTWISE)})"
         )
     scoped = judge_spec(spec)
-    if judge.kind == "ours":
-        check_our_judge(judge, scoped, sources)
-    else:
-        check_api_judge(judge.name, judge.config)
+    try:  # the evaluation judges' own checks, which name eval.judge*: said here of onpolicy.judge*
+        if judge.kind == "ours":
+            check_our_judge(judge, scoped, sources)
+        else:
+            check_api_judge(judge.name, judge.config)
+    except (ConfigError, UnavailableError) as err:
+        renamed = (
+            str(err)
+            .replace("eval.judge_model=", "onpolicy.judge_model=")
+            .replace("eval.judge=", "onpolicy.judge=")
+        )
+        raise type(err)(f"sampling judge: {renamed}") from err
 
 
 def pointwise_scorer(spec: RunSpec, sources: Sources, start: Path) -> Callable[[str, list[str]], list[float]]:

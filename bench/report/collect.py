@@ -69,8 +69,8 @@ def _config_key(cfg: dict[str, Any]) -> str:
 def variant_name(manifest: dict[str, Any]) -> str:
     """What the report compares: the loss, or for a round of a chain the loss and its round ('dpo/round2'),
     so the report's tables, frontier and paired comparisons follow a chain round by round beside the offline
-    runs; 'dpo/onpolicy' for sampled pairs outside rounds. Evaluations of existing models (bench evaluate)
-    carry a label."""
+    runs; 'dpo/onpolicy' for sampled pairs outside rounds, 'dpo/online' for online training. Evaluations of
+    existing models (bench evaluate) carry a label."""
     cfg = manifest["config"]
     if manifest.get("label"):
         return str(manifest["label"])
@@ -78,7 +78,10 @@ def variant_name(manifest: dict[str, Any]) -> str:
     index = (cfg.get("round") or {}).get("index", 0)
     if index:
         return f"{name}/round{index}"
-    return f"{name}/onpolicy" if (cfg.get("onpolicy") or {}).get("enabled") else name
+    onpolicy = cfg.get("onpolicy") or {}
+    if onpolicy.get("enabled"):
+        return f"{name}/online" if onpolicy.get("online") else f"{name}/onpolicy"
+    return name
 
 
 def _run_row(folder: Path) -> dict[str, Any]:

@@ -44,8 +44,11 @@ class DataSource(ABC):
 
     def training_rows(self) -> list[dict[str, Any]]:
         """The run's training rows: pairs sampled from a model and judged when onpolicy.enabled
-        (bench.sources.sampled), else the dataset's rows; sDPO's part of them with round.partitions > 1."""
-        rows = read_sampled(self.spec) if self.spec.onpolicy.enabled else self.dataset_rows()
+        (bench.sources.sampled; with onpolicy.online the dataset's rows, whose prompts each batch samples on),
+        else the dataset's rows; sDPO's part of them with round.partitions > 1."""
+        o = self.spec.onpolicy
+        # online training samples each batch itself: the dataset's rows give its prompts
+        rows = read_sampled(self.spec) if o.enabled and not o.online else self.dataset_rows()
         return partition(rows, self.spec.round)
 
     def dataset_rows(self) -> list[dict[str, Any]]:
@@ -78,6 +81,11 @@ class DataSource(ABC):
 
     def check(self) -> None:  # noqa: B027  (optional: a source with nothing to check keeps it)
         """Preflight: read and validate what a run will read, before any model is loaded."""
+
+    def prepared(self) -> bool:
+        """Whether the rows can be read without building anything first (a toy world not built yet cannot:
+        preflight then leaves the checks that need them to the stage that builds it)."""
+        return True
 
     def gold(self) -> GoldReward | None:
         """The true reward, when the data has one."""

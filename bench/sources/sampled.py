@@ -97,7 +97,10 @@ def read_sampled(spec: RunSpec) -> list[dict[str, Any]]:
             f"run {spec.run_id} trains on sampled pairs (onpolicy.enabled=true) and {path} is not written "
             "yet: the sample stage writes it (`bench run` without --stages runs it first)"
         )
-    return validate_rows(read_jsonl(path), str(path))
+    rows = read_jsonl(path)
+    # text prompts are checked as any preference file; conversations (the sample stage wrote them as its data
+    # holds them: bench.stages.sample._shaped) as the data's own conversational rows are, by their reader
+    return validate_rows(rows, str(path)) if all(isinstance(r.get("prompt"), str) for r in rows) else rows
 
 
 def partition(rows: list[dict[str, Any]], round_: RoundSpec) -> list[dict[str, Any]]:

@@ -65,6 +65,9 @@ class ToyData(DataSource):
     def heldout_prompts(self) -> list[Prompt]:
         return list(files.heldout_prompts(world(self.spec)))
 
+    def prepared(self) -> bool:
+        return (world_dir(self.spec) / "world.json").exists()  # written last by the build
+
     def check(self) -> None:
         if self.spec.dataset.train_path:  # the world's own pairs are checked when it is built
             self.dataset_rows()

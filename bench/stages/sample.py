@@ -32,10 +32,12 @@ from bench.specs import GenerationSpec, RunSpec
 from bench.stages.base import Context, Stage
 from bench.stages.generate import resolve_backend
 from bench.stages.vllm import sample_vllm
+from bench.train.online import Labeller
 from bench.train.rounds import previous_policy
 
 log = logging.getLogger(__name__)
 SAMPLED = "sampled.json"
+ONLINE_DRAWS = 1 << 30  # online batches' list indices start here: draws distinct from a sampled folder's
 
 
 def part_seed(seed: int, part: int) -> int:
@@ -85,7 +87,6 @@ def _judged_part(
 ) -> list[dict[str, Any]]:
     """One part's lists: {prompt, completions, n_tokens, scores} (pointwise judge) or {..., judged: [i, j,
     P(j preferred) or None]} (pairwise judge, on the pair random_pair draws)."""
-    spec = ctx.spec
     rows = _generate(ctx, path, loaded, prompts, seed)
     lists = []
     for i, prompt in enumerate(prompts):
@@ -97,6 +98,13 @@ def _judged_part(
                 "n_tokens": [r["n_tokens"] for r in mine],
             }
         )
+    return judge_lists(ctx, path, lists, first)
+
+
+def judge_lists(ctx: Context, path: Path, lists: list[dict[str, Any]], first: int) -> list[dict[str, Any]]:
+    """Lists {prompt, completions} with the judge's `scores` (pointwise) or `judged`: [i, j, P(j preferred)
+    or None] on the pair random_pair draws (pairwise); `first`: the first list's index (its draws' seed)."""
+    spec = ctx.spec
     if is_pointwise(spec):
         score = pointwise_scorer(spec, ctx.sources, path)
         for item in lists:
@@ -130,29 +138,83 @@ def _pairs(spec: RunSpec, lists: list[dict[str, Any]]) -> tuple[list[dict[str, A
     malformed verdicts), malformed verdicts, and pairs left out for an empty completion (a sample that ended
     at once: a training row needs text on both sides, as the toy world's own pairs do)."""
     o = spec.onpolicy
-    malformed = 0
     if is_pointwise(spec):
         pairs, empty = pairs_from_lists(lists, pair_rule(o.rule, o.rso_beta, o.rso_samples), spec.seed)
+        malformed = 0
     else:
-        pairs, empty = [], 0
-        for item in lists:
-            i, j, p = item["judged"]
-            malformed += p is None
-            if p is None or p == 0.5:
-                empty += 1
-                continue
-            chosen, rejected = (j, i) if p > 0.5 else (i, j)
-            completions = item["completions"]
-            pairs.append(
-                {"prompt": item["prompt"], "chosen": completions[chosen], "rejected": completions[rejected]}
-            )
-    kept = [p for p in pairs if str(p["chosen"]).strip() and str(p["rejected"]).strip()]
+        indices, counts = pairwise_pairs(lists)
+        empty, malformed = counts["prompts_without_pair"], counts["malformed_verdicts"]
+        pairs = [
+            {
+                "prompt": lists[k]["prompt"],
+                "chosen": lists[k]["completions"][c],
+                "rejected": lists[k]["completions"][r],
+            }
+            for k, c, r in indices
+        ]
+    kept = [_shaped(p) for p in pairs if str(p["chosen"]).strip() and str(p["rejected"]).strip()]
     counts = {
         "prompts_without_pair": empty,
         "malformed_verdicts": malformed,
         "pairs_dropped_empty": len(pairs) - len(kept),
     }
     return kept, counts
+
+
+def _shaped(pair: dict[str, Any]) -> dict[str, Any]:
+    """A pair in its data's shape: with a conversation for a prompt, each completion is an assistant message,
+    as conversational preference data holds them (TRL then applies the chat template alike)."""
+    if isinstance(pair["prompt"], str):
+        return pair
+    return pair | {side: [{"role": "assistant", "content": pair[side]}] for side in ("chosen", "rejected")}
+
+
+def pairwise_pairs(lists: list[dict[str, Any]]) -> tuple[list[tuple[int, int, int]], dict[str, int]]:
+    """(list index, chosen, rejected) of each pairwise verdict that prefers one side; a tie (P = 0.5) or a
+    verdict that did not parse (None, counted apart: never taken for a tie) gives none."""
+    pairs, empty, malformed = [], 0, 0
+    for k, item in enumerate(lists):
+        i, j, p = item["judged"]
+        malformed += p is None
+        if p is None or p == 0.5:
+            empty += 1
+            continue
+        pairs.append((k, j, i) if p > 0.5 else (k, i, j))
+    return pairs, {"prompts_without_pair": empty, "malformed_verdicts": malformed}
+
+
+def online_labeller(ctx: Context) -> Labeller:
+    """The sampling judge and pair rule for online training (bench.train.online): each call judges one batch's
+    lists; its random draws are seeded by the run seed and a running list count (a resumed run draws anew).
+    A judge_model of `start` is the model the run started from."""
+    spec, o = ctx.spec, ctx.spec.onpolicy
+    start = previous_policy(spec) or ctx.sources.model.reference()
+    rule = pair_rule(o.rule, o.rso_beta, o.rso_samples)
+    seen = [0]
+
+    def label(
+        lists: list[dict[str, Any]],
+    ) -> tuple[list[tuple[int, int, int]], list[list[float]] | None, dict[str, int]]:
+        first = ONLINE_DRAWS + seen[0]
+        seen[0] += len(lists)
+        judged = judge_lists(ctx, start, lists, first)
+        if not is_pointwise(spec):
+            pairs, counts = pairwise_pairs(judged)
+            return pairs, None, counts
+        pairs = []
+        for k, item in enumerate(judged):
+            pairs += [
+                (k, c, r)
+                for c, r in rule.pairs(item["scores"], np.random.default_rng([spec.seed, first + k]))
+            ]
+        empty = len(judged) - len({k for k, _, _ in pairs})
+        return (
+            pairs,
+            [item["scores"] for item in judged],
+            {"prompts_without_pair": empty, "malformed_verdicts": 0},
+        )
+
+    return label
 
 
 def build_sampled(ctx: Context) -> Path:
@@ -236,7 +298,7 @@ class Sample(Stage):
     name = "sample"
 
     def outputs(self, ctx: Context) -> list[Path]:
-        if not ctx.spec.onpolicy.enabled:
+        if not ctx.spec.onpolicy.enabled or ctx.spec.onpolicy.online:  # online: sampled during training
             return []
         # the shared folder too: a cleaned cache is sampled again (the same seeds give the same pairs)
         return [ctx.run_dir / SAMPLED, sampled_dir(ctx.spec) / PAIRS]

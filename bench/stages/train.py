@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.stages.base import Context, Stage
+from bench.stages.sample import decoding, online_labeller
 from bench.train.fit import run_train
 
 
@@ -16,4 +17,6 @@ class Train(Stage):
         return [ctx.spec.checkpoint_dir() / "config.json", ctx.run_dir / "train_log.jsonl"]
 
     def run(self, ctx: Context) -> None:
-        run_train(ctx.spec, ctx.sources, ctx.run_dir)
+        o = ctx.spec.onpolicy
+        online = (online_labeller(ctx), decoding(ctx.spec)) if o.enabled and o.online else None
+        run_train(ctx.spec, ctx.sources, ctx.run_dir, online)

@@ -29,6 +29,7 @@ from bench.tracking import finish_training_run, start_training_run
 from bench.train import moving_ref
 from bench.train.distributed import launch_training
 from bench.train.more import trainer_rows
+from bench.train.online import Labeller, OnlineCollator, OnlineCounts
 from bench.train.refcache import model_identity
 from bench.train.rounds import start_and_reference
 from bench.train.rows import variant_rows
@@ -50,11 +51,13 @@ from bench.train.trainer import VariantTrainer
 log = logging.getLogger(__name__)
 
 
-def run_train(spec: RunSpec, sources: Sources, run_dir: Path) -> Path:
+def run_train(
+    spec: RunSpec, sources: Sources, run_dir: Path, online: tuple[Labeller, Any] | None = None
+) -> Path:
     """Train the policy; write the checkpoint (paths.scratch) and run_dir/train_log.jsonl. Skips if done;
     resumes from the last complete trainer checkpoint if an earlier attempt was stopped (preemption, time
     limit, crash). With train.processes > 1 the training runs in that many processes
-    (bench.train.distributed)."""
+    (bench.train.distributed). `online`: (labeller, decoding) of online training (bench.train.online)."""
     checkpoint = spec.checkpoint_dir()
     if (checkpoint / "config.json").exists() and (run_dir / "train_log.jsonl").exists():
         return checkpoint
@@ -62,10 +65,12 @@ def run_train(spec: RunSpec, sources: Sources, run_dir: Path) -> Path:
     if spec.train.processes > 1 and "RANK" not in os.environ:  # the run process: start the trainers
         launch_training(spec, run_dir)
         return checkpoint
-    return _train_here(spec, sources, run_dir)
+    return _train_here(spec, sources, run_dir, online)
 
 
-def _train_here(spec: RunSpec, sources: Sources, run_dir: Path) -> Path:
+def _train_here(
+    spec: RunSpec, sources: Sources, run_dir: Path, online: tuple[Labeller, Any] | None = None
+) -> Path:
     from datasets import Dataset
     from transformers import PrinterCallback
     from trl import DPOConfig
@@ -139,13 +144,14 @@ def _train_here(spec: RunSpec, sources: Sources, run_dir: Path) -> Path:
         # in memory and no reference forward runs per step (TRL then passes them in each batch); a reference
         # that moves (bench.train.moving_ref) or whose whole distribution is needed (bench.train.position_kl)
         # is the exception.
-        precompute_ref_log_probs=not variant.live_reference(),
+        # (online pairs do not exist before their batch: the reference is scored on each, bench.train.online)
+        precompute_ref_log_probs=not (variant.live_reference() or online),
     )
     callbacks = [log_callback(partial_log), no_final_checkpoint()]
     if spec.eval.every_steps:
         callbacks.append(step_saver(step_checkpoints_dir(spec), spec.eval.every_steps, tokenizer))
     # A reference that is not the starting policy scores the pairs itself (VariantTrainer._reference_pass).
-    separate = variant.live_reference() or ref_path != start
+    separate = variant.live_reference() or ref_path != start or online is not None
     moving = sources.model.load(ref_path)[0].eval() if separate else None
     trainer = VariantTrainer(
         model=policy,
@@ -153,11 +159,23 @@ def _train_here(spec: RunSpec, sources: Sources, run_dir: Path) -> Path:
         peft_config=_lora_config(spec),
         variant=variant,
         refstats=refstats,
+        live_reference=online is not None,
         args=args,
         train_dataset=Dataset.from_list(trainer_rows(rows, variant.data_shape)),
         processing_class=tokenizer,
         callbacks=callbacks,
     )
+    counts = OnlineCounts()
+    if online is not None:  # each batch sampled from the policy as it is, judged, then collated as offline
+        trainer.data_collator = OnlineCollator(
+            trainer.data_collator,
+            lambda: trainer.accelerator.unwrap_model(trainer.model),
+            tokenizer,
+            online[0],
+            spec.onpolicy.samples,
+            online[1],
+            counts,
+        )
     trainer.remove_callback(PrinterCallback)  # our callback logs progress lines; no raw dict printing
     if variant.moving_reference:
         trainer.add_callback(
@@ -190,6 +208,7 @@ def _train_here(spec: RunSpec, sources: Sources, run_dir: Path) -> Path:
             "seconds": time.perf_counter() - t0,
             "resumed_from_step": resume[1] if resume else None,
             "processes": t.processes,
+            **({"online": counts.record()} if online is not None else {}),
         }
         atomic_write_json(run_dir / "train_info.json", info)
         partial_log.replace(run_dir / "train_log.jsonl")

@@ -56,7 +56,14 @@ TRL_PRIVATE_ATTRIBUTES = ("_metrics", "_signature_columns")
 class VariantTrainer(DPOTrainer):  # type: ignore[misc]
     """DPOTrainer whose loss is a bench.losses variant over shared per-sequence statistics."""
 
-    def __init__(self, *args: Any, variant: PreferenceLoss, refstats: dict[str, Any], **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        variant: PreferenceLoss,
+        refstats: dict[str, Any],
+        live_reference: bool = False,
+        **kwargs: Any,
+    ):
         # Set before DPOTrainer.__init__, which prepares the data and precomputes reference statistics
         # through the hooks below.
         self.variant = variant
@@ -65,7 +72,8 @@ class VariantTrainer(DPOTrainer):  # type: ignore[misc]
         # a live reference (one that moves: bench.train.moving_ref; or whose whole distribution is needed:
         # bench.train.position_kl) is `ref_model`, scored on every batch, never cached (build_loss refuses
         # one with KL pairs, whose reference log-probs are cached)
-        self.moving = variant.live_reference()
+        # (online training's pairs are new every batch: their reference too is scored per batch)
+        self.moving = variant.live_reference() or live_reference
         if "log_sum_sq_probs" in variant.token_outputs:
             # TRL's fused LM head computes log sum_v p(v)^2 only under `use_weighting`; its only other use is
             # in TRL's own loss, which _compute_loss below replaces
