@@ -28,7 +28,7 @@ import yaml
 
 from bench.core.records import read_jsonl
 from bench.core.runstate import run_state
-from bench.study import expand
+from bench.study import chains, expand
 from tests.helpers import REPO
 
 pytestmark = [
@@ -80,15 +80,21 @@ def test_every_study_runs_shrunk_through_every_stage_and_its_report(study_file: 
     study_dir = results / study
     assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
 
-    # one run per variant, every one finished with every output its stages promise
+    # one run per variant and round of each chain, every one finished with every output its stages promise
     record = json.loads((study_dir / "study.json").read_text())
-    assert sorted(r["variant"] for r in record["runs"]) == sorted(data["variants"])
+    per_variant = sum(len(chain) for chain in chains(data.get("rounds"), "", shrunk=True))
+    assert sorted(r["variant"] for r in record["runs"]) == sorted(list(data["variants"]) * per_variant)
     assert record["source"] == data.get("source")
     for run in record["runs"]:
         run_dir = study_dir / run["run_id"]
         assert run_state(run_dir)[0] == "done", (run_dir / "status.json").read_text()
         metrics = {r["metric"] for r in read_jsonl(run_dir / "metrics.jsonl")}
         assert {"kl_seq", "win_rate", "lc_win_rate", "offpolicy_margin_accuracy"} <= metrics
+        if (
+            any("onpolicy.enabled=true" in o for o in run["overrides"])
+            and "onpolicy.online=true" not in run["overrides"]
+        ):
+            assert (run_dir / "sampled.json").exists()  # the sample stage ran: pairs from a model, judged
         overrides = run["overrides"]
         for item in data.get("fixed") or []:  # the study's own settings, bar the model and the data
             if item.split("=")[0].split(".")[0] not in ("model", "dataset"):
