@@ -199,3 +199,40 @@ def test_sdpo_partitions_split_the_data_and_each_round_trains_on_its_part(tiny_r
     assert runs[1].spec.round.after == runs[0].spec.run_id and runs[1].spec.round.reference == "previous"
     mine = [select(r.spec).data.training_rows() for r in runs]
     assert mine[0] and mine[1] and not {json.dumps(r) for r in mine[0]} & {json.dumps(r) for r in mine[1]}
+
+
+def test_a_judge_whose_verdicts_do_not_parse_fails_the_stage_and_counts_them(tiny_root) -> None:
+    """Parts already judged (a resumed sampler reads them back) with 3 of 10 verdicts unparseable: more than
+    eval.judge_max_malformed fails with the count; under it they are left out and reported, never ties."""
+    from bench.core.records import atomic_write_jsonl
+    from bench.stages.base import Context
+    from bench.stages.sample import build_sampled
+
+    pairwise = (
+        *ONPOLICY,
+        "onpolicy.judge=local_lm",
+        "onpolicy.rule=random_pair",
+        "onpolicy.prompts_count=10",
+    )
+    for limit, fails in (("0.05", True), ("0.5", False)):
+        spec = load_spec(tiny_overrides(tiny_root, *pairwise, f"eval.judge_max_malformed={limit}"))
+        sources = select(spec)
+        prompts = [r["prompt"] for r in sources.data.dataset_rows()[:10]]
+        verdicts = [None, 0.9, 0.2, None, 0.7, 0.6, None, 0.1, 0.8, 0.3]
+        lists = [
+            {"prompt": p, "completions": [" good", " bad"], "n_tokens": [1, 1], "judged": [0, 1, v]}
+            for p, v in zip(prompts, verdicts, strict=True)
+        ]
+        atomic_write_jsonl(sampled_dir(spec) / "parts" / "part-00000.jsonl", lists)
+        ctx = Context(spec, sources, spec.run_dir(), spec.checkpoint_dir())
+        if fails:
+            with pytest.raises(
+                ConfigError, match=r"3 of 10 verdicts did not parse, more than eval.judge_max_malformed"
+            ):
+                build_sampled(ctx)
+            assert not (sampled_dir(spec) / PAIRS).exists()
+        else:
+            folder = build_sampled(ctx)
+            provenance = read_json(folder / "provenance.json")
+            assert (provenance["pairs"], provenance["malformed_verdicts"]) == (7, 3)
+            assert provenance["prompts_without_pair"] == 3
