@@ -15,6 +15,7 @@ from bench.core.identity import model_identity
 from bench.core.records import Status, read_json, read_jsonl
 from bench.launch import round_waves, submit
 from bench.pipeline import preflight, run_one
+from bench.report import collect_study, write_report
 from bench.sources import select
 from bench.sources.sampled import PAIRS, sampled_dir
 from bench.sources.toy import world
@@ -96,6 +97,14 @@ def test_two_rounds_the_second_starts_from_and_against_the_first_policy(tiny_roo
     assert (two / "config.json").exists()
     # evaluation measures both rounds against the original reference: one _reference folder
     assert len(list((second.spec.paths.results / "iter" / "_reference").iterdir())) == 1
+    # the report follows the chain round by round: each round a variant, joined to the round it continues
+    study = collect_study(second.spec.paths.results / "iter")
+    runs = study.runs.set_index("run_id")
+    assert runs.loc[first.spec.run_id, "variant"] == "dpo/round1"
+    assert runs.loc[second.spec.run_id, "variant"] == "dpo/round2"
+    assert runs.loc[second.spec.run_id, "after"] == first.spec.run_id
+    write_report(second.spec.paths.results / "iter")
+    assert (second.spec.paths.results / "iter" / "report" / "frontier.png").exists()
 
 
 def test_a_round_against_the_original_reference_scores_pairs_with_it(tiny_root, tmp_path) -> None:

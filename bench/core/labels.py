@@ -16,6 +16,7 @@ SHORT = {"train.learning_rate": "lr", "onpolicy.enabled": "onpolicy", "round.ind
 # is never shown: the round's index says where it is in its chain.
 SWITCHES = {f"{section}.{switch}" for section, (switch, _) in OPTIONAL_SECTIONS.items()}
 HIDDEN = {"round.after"}
+ROUND_SLICE = ("onpolicy.prompts_start", "onpolicy.prompts_count")
 LOSS = "loss."
 
 
@@ -52,6 +53,8 @@ def varied(configs: Sequence[Mapping[str, Any]], include_seed: bool = False) -> 
         values = {repr(_value(sig, leaf)) for sig in having}
         if len(values) > 1:
             out.append(leaf)
+    if "round.index" in out:  # a round's prompt slice follows from its index and its chain's slice size
+        out = [leaf for leaf in out if leaf not in ROUND_SLICE]
     return out
 
 

@@ -95,6 +95,7 @@ def _run_row(folder: Path) -> dict[str, Any]:
         "seed": cfg["seed"],
         "dataset": cfg["choices"]["dataset"],
         "config_key": _config_key(cfg),
+        "after": (cfg.get("round") or {}).get("after"),  # the previous round's run id (a chain of rounds)
         "run_id": folder.name,
         **metric_columns(folder),
     }

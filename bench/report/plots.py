@@ -86,7 +86,7 @@ def plot_frontier(study: Study, out: Path) -> list[Path]:
     optimum = gold_optimum(study)
     for ax, metric, title in zip(axes, ("win_rate", "gold_win_rate"), ("The judge's view", "The gold view"),
                                  strict=True):  # fmt: skip
-        traced = False
+        traced = chained = False
         for _, run in runs.iterrows():
             color, marker = colors[run["variant"]], markers[str(run["config_key"])]
             if not curves.empty:
@@ -102,6 +102,7 @@ def plot_frontier(study: Study, out: Path) -> list[Path]:
                 ax.scatter([run["kl_seq"]], [run[metric]], color=color, marker=marker, s=42, zorder=3,
                            edgecolors="black", linewidths=0.4, clip_on=False)  # fmt: skip
         _frontier_lines(ax, study, metric, colors)
+        chained = _round_chains(ax, runs, metric, colors) or chained
         _reference_star(ax, study, "kl_seq", metric)
         if metric == "gold_win_rate" and not optimum.empty:
             for _, row in optimum.iterrows():
@@ -113,13 +114,33 @@ def plot_frontier(study: Study, out: Path) -> list[Path]:
         ax.set(xlabel=KL_LABEL, ylabel=f"{metric.replace('_', ' ')} vs reference", title=title)
         ax.grid(alpha=0.3)
         if ax is axes[0]:
-            handles = _frontier_legend(plt, study, traced, not optimum.empty)
+            handles = _frontier_legend(plt, study, traced, not optimum.empty, chained)
             fig.legend(handles=handles, loc="lower center", ncol=LEGEND_COLUMNS, fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, legend_in / (4.6 + legend_in), 1, 1))
     return _save(fig, out, "frontier")
 
 
-def _frontier_legend(plt: Any, study: Study, traced: bool, optimum: bool) -> list[Any]:
+def _round_chains(ax: Any, runs: pd.DataFrame, metric: str, colors: dict[str, str]) -> bool:
+    """Each round joined to the round it continues (a chain's path over rounds: the frontier over rounds),
+    solid and thin in the later round's color; True when any was drawn."""
+    if "after" not in runs or runs["after"].isna().all() or metric not in runs or "kl_seq" not in runs:
+        return False
+    by_id = runs.set_index("run_id")
+    drawn = False
+    for _, run in runs[runs["after"].notna()].iterrows():
+        if run["after"] in by_id.index:
+            before = by_id.loc[run["after"]]
+            ax.annotate(
+                "",
+                xy=(run["kl_seq"], run[metric]),
+                xytext=(before["kl_seq"], before[metric]),
+                arrowprops={"arrowstyle": "->", "color": colors.get(run["variant"], "grey"), "lw": 1.0},
+            )
+            drawn = True
+    return drawn
+
+
+def _frontier_legend(plt: Any, study: Study, traced: bool, optimum: bool, chained: bool = False) -> list[Any]:
     """Legend entries: each configuration (color and marker), then what the line styles and sizes mean."""
     line = plt.Line2D
     handles = _configuration_handles(plt, study)
@@ -130,6 +151,8 @@ def _frontier_legend(plt: Any, study: Study, traced: bool, optimum: bool) -> lis
     handles.append(line([], [], color="grey", ls="--", lw=1.5, label="variant's upper frontier"))
     if optimum:
         handles.append(line([], [], color="grey", ls=":", lw=1.2, label="gold-optimal KL"))
+    if chained:
+        handles.append(line([], [], color="grey", lw=1.0, label="round r-1 -> round r (a chain)"))
     handles.append(line([], [], color="black", marker="*", ls="", ms=10, label="reference"))
     return handles
 
