@@ -31,9 +31,24 @@ pytestmark = pytest.mark.slow
 
 # every_steps: the curve stage has a step to evaluate; save_steps: the killed training leaves a trainer
 # checkpoint to resume from (neither is part of the run id, so every root runs the same experiment)
-EXTRA = ("study=kill", "eval.every_steps=2", "train.save_steps=2")
+# onpolicy: the sample stage samples the training pairs first (12 parts of 4 prompts: killed between two)
+EXTRA = (
+    "study=kill",
+    "eval.every_steps=2",
+    "train.save_steps=2",
+    "onpolicy.enabled=true",
+    "onpolicy.prompts_count=48",
+    "onpolicy.part_size=4",
+)
 # Fields that are timings, dates or this machine's paths by design; everything else must match exactly.
-TIMING = {"seconds", "tokens_per_s", "time_s", "preference_date", "preference_time_per_example"}
+TIMING = {
+    "seconds",
+    "tokens_per_s",
+    "attempt_generated_tokens",
+    "time_s",
+    "preference_date",
+    "preference_time_per_example",
+}
 EXACT = ("generations.jsonl", "metrics.jsonl", "per_prompt.jsonl", "curve.jsonl")  # with every non-JSON file
 TRAIN_SUMMARY = {"train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss"}
 
@@ -99,11 +114,18 @@ def records(root: Path) -> dict[str, Any]:
     return {k: v for k, v in found.items() if Path(k).name not in skip}
 
 
+def _share_world(root: Path, tiny_root: Path) -> None:
+    """The session's tiny world, shared; every other cache (sampled pairs, reference log-probs) this root's
+    own, so the killed run computes what the uninterrupted one did."""
+    (root / "cache").mkdir()
+    (root / "cache" / "toyworld").symlink_to(tiny_root / "cache" / "toyworld")
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The reference: the same run in one go (in this process, which has torch loaded already)."""
     root = tmp_path_factory.mktemp("uninterrupted")
-    root.joinpath("cache").symlink_to(tiny_root / "cache")
+    _share_world(root, tiny_root)
     spec = load_spec(tiny_overrides(root, *EXTRA))
     assert read_json(run_one(spec) / "status.json")["state"] == "done"
     return root
@@ -113,12 +135,15 @@ def test_kill_9_in_every_stage_resumes_to_the_uninterrupted_records(
     uninterrupted: Path, tiny_root: Path, tmp_path: Path
 ) -> None:
     root, log = tmp_path, tmp_path / "runs.log"
-    root.joinpath("cache").symlink_to(tiny_root / "cache")
+    _share_world(root, tiny_root)
     spec = load_spec(tiny_overrides(root, *EXTRA))
     run_dir = spec.run_dir()
     partial_log = run_dir / "train_log.jsonl.partial"
     step_gens = run_dir / "steps" / "step-000002" / "generations.jsonl"
+    parts = root / "cache" / "sampled"
     ready: dict[str, Callable[[dict[str, Any]], bool]] = {
+        # some parts sampled and judged, not all: the rerun resumes at the first unfinished one
+        "sample": lambda s: len(list(parts.glob("*/parts/part-*.jsonl"))) >= 2,
         # past the trainer checkpoint of step 2, so the rerun resumes from it
         "train": lambda s: _rows(partial_log) >= 3,
         # the reference's samples written, its lm-eval and metrics not yet

@@ -282,7 +282,9 @@ def build_sampled(ctx: Context) -> Path:
             "pairs": len(pairs),
             **counts,
             "seconds": round(seconds, 3),
-            "generated_tokens": generated,  # this attempt's (parts an earlier attempt wrote are not counted)
+            "generated_tokens": sum(sum(item.get("n_tokens", [])) for item in lists),
+            # throughput of this attempt alone: the parts an earlier attempt wrote cost it nothing
+            "attempt_generated_tokens": generated,
             "tokens_per_s": round(generated / seconds, 1) if seconds > 0 and generated else None,
         }
         atomic_write_jsonl(folder / LISTS, lists)
