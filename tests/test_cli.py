@@ -4,8 +4,10 @@ point without tracebacks."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -14,7 +16,7 @@ from bench.config import load_spec
 from bench.core.errors import ConfigError
 from bench.groups import GROUPS, options
 from bench.stages import STAGE_NAMES
-from tests.helpers import REPO
+from tests.helpers import REPO, tiny_overrides
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -163,3 +165,19 @@ def test_an_error_inside_a_study_file_names_the_file_and_its_line(tmp_path) -> N
     study.write_text(study.read_text().replace("model=toy", "model=nosuch"))
     with pytest.raises(ConfigError, match="unknown model option 'nosuch'"):
         expand(study)
+
+
+def test_bench_sample_writes_a_dataset_folder_any_run_can_train_on(tiny_root) -> None:
+    overrides = tiny_overrides(tiny_root, "onpolicy.prompts_count=8", "onpolicy.rule=all_pairs")
+    out = _bench("sample", *overrides)
+    assert out.returncode == 0, out.stderr[-2000:]
+    found = re.search(
+        r"(\d+) pairs from 8 prompts \(4 samples each from (\S+), judge gold, rule all_pairs.* in (\S+)\n",
+        out.stdout,
+    )
+    assert found, out.stdout
+    folder = Path(found.group(3))
+    assert len((folder / "pairs.jsonl").read_text().splitlines()) == int(found.group(1)) > 0
+    assert f"dataset.train_path={folder / 'pairs.jsonl'}" in out.stdout
+    again = _bench("sample", *overrides)  # the same key: the folder is reused, nothing sampled again
+    assert str(folder) in again.stdout and "sampling part" not in again.stderr

@@ -139,10 +139,7 @@ def judge_pairs(
         **extra,
     )
     rows = [{"instruction": p, "output_1": a, "output_2": b} for p, a, b in pairs]
-    try:
-        out = annotator.annotate_pairs(rows)
-    except UnavailableError:
-        raise
+    out = annotator.annotate_pairs(rows)
     verdicts: list[float | None] = []
     for row in out:
         value = row.get("preference")
