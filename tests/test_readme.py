@@ -6,6 +6,7 @@ import re
 import shlex
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 from tests.helpers import REPO
 
@@ -29,6 +30,7 @@ def test_readme_shows_the_two_commands_and_ci_calls_the_test_one() -> None:
 
 
 def test_every_readme_command_runs_dry(tmp_path) -> None:
+    calls: list[tuple[str, list[str]]] = []
     for command in readme_commands():
         argv = shlex.split(command)
         if argv[0] == "make":
@@ -48,5 +50,12 @@ def test_every_readme_command_runs_dry(tmp_path) -> None:
             study = argv[argv.index(command_word) + 1]
             (tmp_path / "results" / study).mkdir(parents=True, exist_ok=True)
             argv += ["--results", str(tmp_path / "results")]
-        proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, f"{command}\n{proc.stdout}\n{proc.stderr}"
+        calls.append((command, argv))
+
+    def run(call: tuple[str, list[str]]) -> tuple[str, subprocess.CompletedProcess[str]]:
+        return call[0], subprocess.run(call[1], cwd=REPO, capture_output=True, text=True, timeout=300)
+
+    # two at a time (each is mostly a Python start-up and imports; they share no files but read-only ones)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for command, proc in pool.map(run, calls):
+            assert proc.returncode == 0, f"{command}\n{proc.stdout}\n{proc.stderr}"
