@@ -137,21 +137,34 @@ def status_table(study_dir: Path) -> str:
     lines = [f"{'run':52s} {'state':11s} {'stage':9s} {'job':22s} error"]
     counts: dict[str, int] = {}
     names = {p.name for p in study_dir.iterdir() if (p / "manifest.json").exists()} | set(jobs)
+    rows: dict[str, tuple[str, str, str]] = {}
+    for name in sorted(names):
+        state, stage, error = run_state(study_dir / name)
+        rows[name] = (shown_state(study_dir / name, state, slurm.get(jobs.get(name, ""), "")), stage, error)
     previous = previous_rounds(study_dir)
-    shown: dict[str, str] = {}
-    for folder in (study_dir / name for name in sorted(names)):
-        state, stage, error = run_state(folder)
-        job = jobs.get(folder.name, "")
-        state = shown_state(folder, state, slurm.get(job, ""))
-        before = previous.get(folder.name)
-        if before and state in ("pending", "cancelled"):  # Slurm cancels a failed round's successors
-            before_state = shown.get(before) or shown_state(
-                study_dir / before, run_state(study_dir / before)[0], ""
+
+    def state_of(name: str) -> str:
+        return rows[name][0] if name in rows else run_state(study_dir / name)[0]
+
+    def stopped_round(name: str) -> tuple[str, str] | None:
+        """(the earliest round of the run's chain that failed or was cancelled, its state) when none after it
+        ran: Slurm cancels a failed round's successors, which then never start."""
+        before = previous.get(name)
+        if before is None or state_of(before) not in ("failed", "cancelled", "pending"):
+            return None
+        return stopped_round(before) or (
+            (before, state_of(before)) if state_of(before) != "pending" else None
+        )
+
+    for name, (state, stage, error) in rows.items():
+        folder, job = study_dir / name, jobs.get(name, "")
+        cause = stopped_round(name) if state in ("pending", "cancelled") else None
+        if cause is not None:
+            which = "previous" if cause[0] == previous[name] else "earlier"
+            state, error = (
+                "blocked",
+                f"its {which} round {cause[0]} is {cause[1]}: fix that and resubmit the study",
             )
-            if before_state in ("failed", "cancelled", "blocked"):
-                state = "blocked"
-                error = f"its previous round {before} is {before_state}: fix that and resubmit the study"
-        shown[folder.name] = state
         counts[state] = counts.get(state, 0) + 1
         job_text = f"{job} {slurm.get(job, '')}".strip()
         if job in waiting:  # Slurm's reason it has not started the job (Resources, Priority, ...)

@@ -245,3 +245,30 @@ def test_a_judge_whose_verdicts_do_not_parse_fails_the_stage_and_counts_them(tin
             provenance = read_json(folder / "provenance.json")
             assert (provenance["pairs"], provenance["malformed_verdicts"]) == (7, 3)
             assert provenance["prompts_without_pair"] == 3
+
+
+def test_status_shows_every_later_round_of_a_stopped_chain_blocked_by_its_earliest_stopped_round(
+    tmp_path,
+) -> None:
+    from bench.core.records import atomic_write_json
+    from bench.status import status_table
+
+    study = tmp_path / "chain"
+    names = ["dpo-r1", "dpo-r2", "dpo-r3"]
+    runs = [
+        {"run_id": n, "variant": "dpo", "overrides": [], "after": a}
+        for n, a in zip(names, [None, *names[:-1]], strict=True)
+    ]
+    study.mkdir()
+    atomic_write_json(study / "study.json", {"study": "chain", "runs": runs, "submissions": []})
+    for name in names:
+        (study / name).mkdir()
+        atomic_write_json(study / name / "manifest.json", {"run_id": name})
+    status = Status(study / "dpo-r1")
+    status.begin_attempt(0.0)
+    status.fail("train", "RuntimeError: out of memory")
+    lines = {line.split()[0]: line for line in status_table(study).splitlines()[1:-1]}
+    assert lines["dpo-r1"].split()[1] == "failed"
+    assert "blocked" in lines["dpo-r2"] and "its previous round dpo-r1 is failed" in lines["dpo-r2"]
+    assert "blocked" in lines["dpo-r3"] and "its earlier round dpo-r1 is failed" in lines["dpo-r3"]
+    assert status_table(study).splitlines()[-1] == "2 blocked, 1 failed"

@@ -20,11 +20,12 @@ import torch
 from bench.config import load_spec
 from bench.core.chat import uses_chat_template
 from bench.core.sampling import sample
+from bench.judge.sampled import SamplingJudge
 from bench.pipeline import preflight
 from bench.sources.sampled import prompt_slice
 from bench.stages.base import Context
 from bench.stages.generate import eval_seed
-from bench.stages.sample import _generate, decoding, judge_lists, part_seed
+from bench.stages.sample import decoding, judge_lists, part_seed, sample_rows
 
 
 def main() -> None:
@@ -62,14 +63,14 @@ def main() -> None:
         )
         rates["generate stage"].append(sum(len(r["token_ids"]) for r in rows) / (time.perf_counter() - t0))
         t0 = time.perf_counter()
-        rows = _generate(ctx, path, (model, tok), prompts, part_seed(spec.seed, repeat))
+        rows = sample_rows(ctx, path, (model, tok), prompts, part_seed(spec.seed, repeat))
         gen_s = time.perf_counter() - t0
         tokens = sum(len(r["token_ids"]) for r in rows)
         lists = [
             {"prompt": p, "completions": [r["completion"] for r in rows if r["prompt_id"] == i]}
             for i, p in enumerate(prompts)
         ]
-        judge_lists(ctx, path, lists, 0)
+        judge_lists(spec, SamplingJudge(spec, sources, path), lists, 0)  # its model loads here, as per build
         rates["sample stage"].append(tokens / gen_s)
         rates["sample stage + judge"].append(tokens / (time.perf_counter() - t0))
     median = {name: statistics.median(values) for name, values in rates.items()}

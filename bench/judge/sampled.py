@@ -90,59 +90,64 @@ def check_sampling_judge(spec: RunSpec, sources: Sources) -> None:
         raise type(err)(f"sampling judge: {renamed}") from err
 
 
-def pointwise_scorer(spec: RunSpec, sources: Sources, start: Path) -> Callable[[str, list[str]], list[float]]:
-    """score(instruction, completions) -> one score per completion."""
-    judge = spec.onpolicy.judge
-    if judge == "gold":
-        gold = sources.data.gold()
-        assert gold is not None  # check_sampling_judge
-        alpha = gold.alphas[0]
-        return lambda _prompt, texts: [gold.reward(t, alpha) for t in texts]
-    if judge == "toy":
-        score = sources.data.judge_score()
-        assert score is not None
-        return lambda _prompt, texts: [score(t) for t in texts]
-    model = reward_model.make_fn_completions(judge_spec(spec, start), sources)
-    return lambda prompt, texts: model.rewards([(prompt, t) for t in texts])
+class SamplingJudge:
+    """The sampling judge of one sample stage or one online run, built once: a reward model or a local LM
+    loads at its first use and serves every part or batch after it. `start` is the model the run starts
+    from (the judge for judge_model=start)."""
 
+    def __init__(self, spec: RunSpec, sources: Sources, start: Path) -> None:
+        self.spec, self.sources, self.start = spec, sources, start
+        self.pointwise = is_pointwise(spec)
+        self._score: Callable[[str, list[str]], list[float]] | None = None
+        self._annotator: Any = None
 
-@dataclasses.dataclass
-class PairVerdicts:
-    """P(second preferred) per pair; None where the verdict did not parse."""
+    def scores(self, instruction: str, completions: list[str]) -> list[float]:
+        """A pointwise judge's score of each completion of one prompt."""
+        if self._score is None:
+            self._score = self._scorer()
+        return [float(s) for s in self._score(instruction, completions)]
 
-    second_preferred: list[float | None]
+    def _scorer(self) -> Callable[[str, list[str]], list[float]]:
+        judge = self.spec.onpolicy.judge
+        if judge == "gold":
+            gold = self.sources.data.gold()
+            assert gold is not None  # check_sampling_judge
+            alpha = gold.alphas[0]
+            return lambda _prompt, texts: [gold.reward(t, alpha) for t in texts]
+        if judge == "toy":
+            score = self.sources.data.judge_score()
+            assert score is not None
+            return lambda _prompt, texts: [score(t) for t in texts]
+        model = reward_model.make_fn_completions(judge_spec(self.spec, self.start), self.sources)
+        return lambda prompt, texts: model.rewards([(prompt, t) for t in texts])
 
-    @property
-    def malformed(self) -> int:
-        return sum(p is None for p in self.second_preferred)
+    def second_preferred(self, pairs: list[tuple[str, str, str]]) -> list[float | None]:
+        """A pairwise judge's P(output_2 preferred) on each (instruction, output_1, output_2), through
+        alpaca_eval's PairwiseAnnotator (its template, position swap and parser: preference 1..2 becomes
+        p - 1); None where the verdict did not parse."""
+        if not pairs:
+            return []
+        if self._annotator is None:
+            self._annotator = self._pairwise_annotator()
+        rows = [{"instruction": p, "output_1": a, "output_2": b} for p, a, b in pairs]
+        verdicts: list[float | None] = []
+        for row in self._annotator.annotate_pairs(rows):
+            value = row.get("preference")
+            ok = isinstance(value, int | float) and not math.isnan(value) and 1 <= value <= 2
+            verdicts.append(float(value) - 1.0 if ok else None)
+        return verdicts
 
-
-def judge_pairs(
-    spec: RunSpec, sources: Sources, start: Path, pairs: list[tuple[str, str, str]]
-) -> PairVerdicts:
-    """A pairwise judge's verdicts on (instruction, output_1, output_2) through alpaca_eval's
-    PairwiseAnnotator (its template, position swap and parser); preference 1..2 becomes
-    P(output_2) = p - 1."""
-    if not pairs:
-        return PairVerdicts([])
-    scoped = judge_spec(spec, start)
-    judge = resolve_judge(scoped.eval.judge)
-    fn = fn_completions(judge, scoped, sources)
-    with quiet_alpaca_eval_import():
-        from alpaca_eval.annotators import PairwiseAnnotator
-    extra: dict[str, Any] = {"fn_completions": fn} if fn is not None else {}
-    annotator = PairwiseAnnotator(
-        annotators_config=str(judge.config),
-        caching_path=None,
-        seed=spec.seed,
-        is_avoid_reannotations=False,
-        **extra,
-    )
-    rows = [{"instruction": p, "output_1": a, "output_2": b} for p, a, b in pairs]
-    out = annotator.annotate_pairs(rows)
-    verdicts: list[float | None] = []
-    for row in out:
-        value = row.get("preference")
-        ok = isinstance(value, int | float) and not math.isnan(value) and 1 <= value <= 2
-        verdicts.append(float(value) - 1.0 if ok else None)
-    return PairVerdicts(verdicts)
+    def _pairwise_annotator(self) -> Any:
+        scoped = judge_spec(self.spec, self.start)
+        judge = resolve_judge(scoped.eval.judge)
+        fn = fn_completions(judge, scoped, self.sources)
+        with quiet_alpaca_eval_import():
+            from alpaca_eval.annotators import PairwiseAnnotator
+        extra: dict[str, Any] = {"fn_completions": fn} if fn is not None else {}
+        return PairwiseAnnotator(
+            annotators_config=str(judge.config),
+            caching_path=None,
+            seed=self.spec.seed,
+            is_avoid_reannotations=False,
+            **extra,
+        )

@@ -130,33 +130,46 @@ def pair_rule(name: str, beta: float = 0.5, num_samples: int = 2) -> PairRule:
     return PairRule(name, beta, num_samples)
 
 
+def list_pairs(
+    scores: Sequence[Sequence[float]], rule: PairRule, seed: int, start: int = 0
+) -> list[tuple[int, int, int]]:
+    """(list index, chosen, rejected) of every list's pairs under `rule`. The random draws of list k come from
+    its own generator seeded (seed, start + k), so a data set built part by part (`start` = the part's first
+    list) equals one built in one go, and online batches (bench.train.online) draw the same way."""
+    return [
+        (k, c, r)
+        for k, values in enumerate(scores)
+        for c, r in rule.pairs(values, np.random.default_rng([seed, start + k]))
+    ]
+
+
 def pairs_from_lists(
     lists: Sequence[dict[str, object]], rule: PairRule, seed: int, start: int = 0
 ) -> tuple[list[dict[str, object]], int]:
-    """(preference rows, prompts that gave no pair) from scored lists {prompt, completions, scores}. The
-    random draws of list k come from its own generator seeded (seed, start + k), so a data set built part by
-    part (`start` = the part's first list) equals one built in one go."""
-    rows: list[dict[str, object]] = []
-    empty = 0
+    """(preference rows, prompts that gave no pair) from scored lists {prompt, completions, scores}, drawn
+    as `list_pairs` draws them."""
+    scores: list[list[float]] = []
     for k, item in enumerate(lists):
-        completions = item["completions"]
-        scores = item["scores"]
+        completions, values = item["completions"], item["scores"]
         if (
             not isinstance(completions, list)
-            or not isinstance(scores, list)
-            or len(completions) != len(scores)
+            or not isinstance(values, list)
+            or len(completions) != len(values)
         ):
             raise ConfigError(f"list {start + k}: `completions` and `scores` must be lists of one length")
-        found = rule.pairs(scores, np.random.default_rng([seed, start + k]))
-        empty += not found
-        rows += [
+        scores.append(values)
+    found = list_pairs(scores, rule, seed, start)
+    rows: list[dict[str, object]] = []
+    for k, c, r in found:
+        completions = lists[k]["completions"]
+        assert isinstance(completions, list)  # checked above
+        rows.append(
             {
-                "prompt": item["prompt"],
+                "prompt": lists[k]["prompt"],
                 "chosen": completions[c],
                 "rejected": completions[r],
-                "score_chosen": float(scores[c]),
-                "score_rejected": float(scores[r]),
+                "score_chosen": float(scores[k][c]),
+                "score_rejected": float(scores[k][r]),
             }
-            for c, r in found
-        ]
-    return rows, empty
+        )
+    return rows, len(lists) - len({k for k, _, _ in found})

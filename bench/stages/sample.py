@@ -24,8 +24,8 @@ from bench.core.chat import instruction_text, uses_chat_template
 from bench.core.errors import ConfigError
 from bench.core.records import atomic_write_json, atomic_write_jsonl, file_lock, read_json, read_jsonl
 from bench.core.sampling import sample
-from bench.judge.sampled import PairVerdicts, is_pointwise, judge_pairs, pointwise_scorer
-from bench.sources.pair_rules import pair_rule, pairs_from_lists
+from bench.judge.sampled import SamplingJudge, is_pointwise
+from bench.sources.pair_rules import list_pairs, pair_rule, pairs_from_lists
 from bench.sources.prompts import evaluation_prompts
 from bench.sources.sampled import LISTS, PAIRS, PARTS, PROVENANCE, check_disjoint, prompt_slice, sampled_dir
 from bench.specs import GenerationSpec, RunSpec
@@ -33,7 +33,7 @@ from bench.stages.base import Context, Stage
 from bench.stages.generate import resolve_backend
 from bench.stages.vllm import sample_vllm
 from bench.train.online import Labeller
-from bench.train.rounds import previous_policy
+from bench.train.rounds import start_model
 
 log = logging.getLogger(__name__)
 SAMPLED = "sampled.json"
@@ -61,11 +61,11 @@ def sampler_path(ctx: Context) -> Path:
     if model == "reference":
         return ctx.sources.model.reference()
     if model == "start":
-        return previous_policy(ctx.spec) or ctx.sources.model.reference()
+        return start_model(ctx.spec, ctx.sources.model.reference())
     return Path(model)
 
 
-def _generate(ctx: Context, path: Path, loaded: Any, prompts: list[Any], seed: int) -> list[dict[str, Any]]:
+def sample_rows(ctx: Context, path: Path, loaded: Any, prompts: list[Any], seed: int) -> list[dict[str, Any]]:
     """K samples per prompt as the generate stage's rows (hf or vllm backend); `loaded`: (model,
     tokenizer)."""
     spec, (model, tok) = ctx.spec, loaded
@@ -83,11 +83,11 @@ def _generate(ctx: Context, path: Path, loaded: Any, prompts: list[Any], seed: i
 
 
 def _judged_part(
-    ctx: Context, path: Path, loaded: Any, prompts: list[Any], first: int, seed: int
+    ctx: Context, path: Path, loaded: Any, judge: SamplingJudge, prompts: list[Any], first: int, seed: int
 ) -> list[dict[str, Any]]:
     """One part's lists: {prompt, completions, n_tokens, scores} (pointwise judge) or {..., judged: [i, j,
     P(j preferred) or None]} (pairwise judge, on the pair random_pair draws)."""
-    rows = _generate(ctx, path, loaded, prompts, seed)
+    rows = sample_rows(ctx, path, loaded, prompts, seed)
     lists = []
     for i, prompt in enumerate(prompts):
         mine = sorted((r for r in rows if r["prompt_id"] == i), key=lambda r: r["sample"])
@@ -98,17 +98,17 @@ def _judged_part(
                 "n_tokens": [r["n_tokens"] for r in mine],
             }
         )
-    return judge_lists(ctx, path, lists, first)
+    return judge_lists(ctx.spec, judge, lists, first)
 
 
-def judge_lists(ctx: Context, path: Path, lists: list[dict[str, Any]], first: int) -> list[dict[str, Any]]:
+def judge_lists(
+    spec: RunSpec, judge: SamplingJudge, lists: list[dict[str, Any]], first: int
+) -> list[dict[str, Any]]:
     """Lists {prompt, completions} with the judge's `scores` (pointwise) or `judged`: [i, j, P(j preferred)
     or None] on the pair random_pair draws (pairwise); `first`: the first list's index (its draws' seed)."""
-    spec = ctx.spec
-    if is_pointwise(spec):
-        score = pointwise_scorer(spec, ctx.sources, path)
+    if judge.pointwise:
         for item in lists:
-            item["scores"] = [float(s) for s in score(instruction_text(item["prompt"]), item["completions"])]
+            item["scores"] = judge.scores(instruction_text(item["prompt"]), item["completions"])
         return lists
     # A pairwise judge labels the pair random_pair draws, from the same per-list generator pairs_from_lists
     # gives a pointwise judge's scores (seed, list index); identical completions are a tie, not asked.
@@ -119,16 +119,13 @@ def judge_lists(ctx: Context, path: Path, lists: list[dict[str, Any]], first: in
         item["judged"] = [i, j, 0.5]
         if item["completions"][i] != item["completions"][j]:
             asked.append((k, i, j))
-    verdicts: PairVerdicts = judge_pairs(
-        spec,
-        ctx.sources,
-        path,
+    verdicts = judge.second_preferred(
         [
             (instruction_text(lists[k]["prompt"]), lists[k]["completions"][i], lists[k]["completions"][j])
             for k, i, j in asked
-        ],
+        ]
     )
-    for (k, _, _), p in zip(asked, verdicts.second_preferred, strict=True):
+    for (k, _, _), p in zip(asked, verdicts, strict=True):
         lists[k]["judged"][2] = p
     return lists
 
@@ -188,7 +185,7 @@ def online_labeller(ctx: Context) -> Labeller:
     lists; its random draws are seeded by the run seed and a running list count (a resumed run draws anew).
     A judge_model of `start` is the model the run started from."""
     spec, o = ctx.spec, ctx.spec.onpolicy
-    start = previous_policy(spec) or ctx.sources.model.reference()
+    judge = SamplingJudge(spec, ctx.sources, start_model(spec, ctx.sources.model.reference()))
     rule = pair_rule(o.rule, o.rso_beta, o.rso_samples)
     seen = [0]
 
@@ -197,22 +194,14 @@ def online_labeller(ctx: Context) -> Labeller:
     ) -> tuple[list[tuple[int, int, int]], list[list[float]] | None, dict[str, int]]:
         first = ONLINE_DRAWS + seen[0]
         seen[0] += len(lists)
-        judged = judge_lists(ctx, start, lists, first)
-        if not is_pointwise(spec):
+        judged = judge_lists(spec, judge, lists, first)
+        if not judge.pointwise:
             pairs, counts = pairwise_pairs(judged)
             return pairs, None, counts
-        pairs = []
-        for k, item in enumerate(judged):
-            pairs += [
-                (k, c, r)
-                for c, r in rule.pairs(item["scores"], np.random.default_rng([spec.seed, first + k]))
-            ]
+        scores = [item["scores"] for item in judged]
+        pairs = list_pairs(scores, rule, spec.seed, first)
         empty = len(judged) - len({k for k, _, _ in pairs})
-        return (
-            pairs,
-            [item["scores"] for item in judged],
-            {"prompts_without_pair": empty, "malformed_verdicts": 0},
-        )
+        return pairs, scores, {"prompts_without_pair": empty, "malformed_verdicts": 0}
 
     return label
 
@@ -230,6 +219,7 @@ def build_sampled(ctx: Context) -> Path:
             log.info("sampled pairs: reusing %s", folder)
             return folder
         loaded: Any = None  # the sampler, loaded at the first part that needs it
+        judge = SamplingJudge(spec, ctx.sources, path)  # its model, if any, loads once for every part
         t0, generated = time.perf_counter(), 0
         lists: list[dict[str, Any]] = []
         starts = range(0, len(prompts), o.part_size)
@@ -245,9 +235,8 @@ def build_sampled(ctx: Context) -> Path:
                     o.samples,
                     path,
                 )
-                items = _judged_part(
-                    ctx, path, loaded, prompts[first : first + o.part_size], first, part_seed(spec.seed, k)
-                )
+                part_prompts = prompts[first : first + o.part_size]
+                items = _judged_part(ctx, path, loaded, judge, part_prompts, first, part_seed(spec.seed, k))
                 generated += sum(sum(item["n_tokens"]) for item in items)
                 atomic_write_jsonl(part, items)
             lists += read_jsonl(part)

@@ -62,7 +62,12 @@ def previous_policy(spec: RunSpec, wait: bool = True) -> Path | None:
         time.sleep(WAIT_S)
 
 
+def start_model(spec: RunSpec, original: Path) -> Path:
+    """The weights this run's policy starts from: the previous round's policy, else the original reference."""
+    return previous_policy(spec) or original
+
+
 def start_and_reference(spec: RunSpec, original: Path) -> tuple[Path, Path]:
     """(the weights this run's policy starts from, the loss's reference) given the original reference."""
-    start = previous_policy(spec) or original
+    start = start_model(spec, original)
     return start, start if spec.round.reference == "previous" else original
