@@ -68,7 +68,11 @@ def check_sampling_judge(spec: RunSpec, sources: Sources) -> None:
         )
     if o.judge in ("gold", "toy"):
         return
-    judge = resolve_judge(o.judge)  # an unknown name: ConfigError with ours, AlpacaEval's, near matches
+    try:  # an unknown name: ConfigError with ours, AlpacaEval's, near matches
+        judge = resolve_judge(o.judge)
+    except ConfigError as err:
+        gold = "; sampling also takes onpolicy.judge=gold (the data's true reward: the toy world's)"
+        raise ConfigError(f"{_onpolicy_keys(err)}{gold}") from err
     if o.judge not in POINTWISE and rule.needs_scores:
         raise ConfigError(
             f"onpolicy.rule={o.rule} needs a score for every completion, and onpolicy.judge={o.judge} only "
@@ -82,12 +86,17 @@ def check_sampling_judge(spec: RunSpec, sources: Sources) -> None:
         else:
             check_api_judge(judge.name, judge.config)
     except (ConfigError, UnavailableError) as err:
-        renamed = (
-            str(err)
-            .replace("eval.judge_model=", "onpolicy.judge_model=")
-            .replace("eval.judge=", "onpolicy.judge=")
-        )
-        raise type(err)(f"sampling judge: {renamed}") from err
+        raise _onpolicy_keys(err) from err
+
+
+def _onpolicy_keys(err: Exception) -> Exception:
+    """An evaluation judge's error, which names eval.judge*, said of the sampling judge's onpolicy.judge*."""
+    renamed = (
+        str(err)
+        .replace("eval.judge_model=", "onpolicy.judge_model=")
+        .replace("eval.judge=", "onpolicy.judge=")
+    )
+    return type(err)(f"sampling judge: {renamed}")
 
 
 class SamplingJudge:
