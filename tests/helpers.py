@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +40,23 @@ def local_overrides(tmp_path: Path, model: Path, data: Path, *extra: str) -> lis
     ]
 
 
-def wandb_records(path: Path) -> list[Any]:
-    """The protobuf records of an offline .wandb file. wandb 0.31 reads these only in its Go core, so the
-    file's framing (LevelDB's log format: 32 KiB blocks of [crc32, length, type] records after a 7-byte
-    header) is read here to check what a run logged."""
+def wandb_records(path: Path, timeout: float = 60.0) -> list[Any]:
+    """The protobuf records of an offline .wandb file, once the run's exit record is in it. wandb's core
+    process writes the file and may still be flushing it when `run.finish()` has returned (CI once read a
+    file that ended before the run's history), so the file is reread until it ends in the exit record, or
+    the timeout passes and what is there is returned."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = _read_wandb_file(path)
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
+def _read_wandb_file(path: Path) -> list[Any]:
+    """wandb 0.31 reads these files only in its Go core, so the framing (LevelDB's log format: 32 KiB blocks
+    of [crc32, length, type] records after a 7-byte header) is read here; a record cut off at the end of a
+    file still being written is left out."""
     import struct
 
     from wandb.proto import wandb_internal_pb2
@@ -55,6 +69,8 @@ def wandb_records(path: Path) -> list[Any]:
         if left < 7 or (length == 0 and kind == 0):  # block trailer or padding
             pos += left
             continue
+        if pos + 7 + length > len(raw):
+            break
         data, pos = raw[pos + 7 : pos + 7 + length], pos + 7 + length
         partial = data if kind in (1, 2) else partial + data
         if kind in (1, 4):  # a full record, or the last fragment of one

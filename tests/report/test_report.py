@@ -244,7 +244,8 @@ def test_report_logs_to_wandb_as_a_table(study: Path, tmp_path: Path, monkeypatc
         if r.WhichOneof("record_type") == "history"
         for i in r.history.item
     }
-    assert {"runs", "frontier", "training"} <= logged
+    kinds = [r.WhichOneof("record_type") for r in records]
+    assert {"runs", "frontier", "training"} <= logged, f"records in the file: {kinds}"
 
 
 def test_a_study_that_names_its_source_gets_the_published_comparison(study: Path) -> None:
