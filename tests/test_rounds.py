@@ -140,6 +140,46 @@ def test_a_round_whose_previous_round_failed_stops_before_compute(tiny_root, tmp
     assert not sampled_dir(spec).exists()  # nothing sampled
 
 
+def test_the_rubric_judge_scores_samples_and_best_worst_pairs_them(tiny_root, tmp_path) -> None:
+    """onpolicy.judge=rubric (Self-Rewarding's 5-point rubric through a local LM): a pointwise judge, so the
+    paper's rule (best against worst) reads its scores; the toy world's own vocabulary cannot be the judge
+    (no digit tokens), and the refusal says so before anything is sampled."""
+    from bench.core.chat import instruction_text
+    from bench.judge.rubric import RubricJudge
+    from tests.helpers import make_text_model
+
+    judge_model = make_text_model(tmp_path / "judge")
+    spec = load_spec(
+        tiny_overrides(
+            tiny_root,
+            *ONPOLICY,
+            "onpolicy.prompts_count=6",
+            "onpolicy.judge=rubric",
+            f"onpolicy.judge_model={judge_model}",
+            "train.max_steps=1",
+        )
+    )
+    run_one(spec)
+    folder = sampled_dir(spec)
+    lists, pairs = read_jsonl(folder / "lists.jsonl"), read_jsonl(folder / PAIRS)
+    judge = RubricJudge(str(judge_model))
+    for item in lists[:2]:  # the judge's expected scores, exactly
+        expected = judge.scores(instruction_text(item["prompt"]), item["completions"])
+        assert item["scores"] == pytest.approx(expected, abs=1e-6)
+    assert pairs and all(p["score_chosen"] > p["score_rejected"] for p in pairs)
+    by_prompt = {json.dumps(item["prompt"]): item["scores"] for item in lists}
+    for p in pairs:  # best against worst
+        scores = by_prompt[json.dumps(p["prompt"])]
+        assert (p["score_chosen"], p["score_rejected"]) == pytest.approx((max(scores), min(scores)))
+    assert read_json(folder / "provenance.json")["judge"] == "rubric"
+    for model, match in (("start", "no single token for 0, 1, 2, 3, 4, 5"), ("null", "needs a judge model")):
+        bad = load_spec(
+            tiny_overrides(tiny_root, *ONPOLICY, "onpolicy.judge=rubric", f"onpolicy.judge_model={model}")
+        )
+        with pytest.raises(ConfigError, match=match):
+            preflight(bad)
+
+
 def test_bad_onpolicy_settings_fail_before_compute_with_the_fix(tiny_root, tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"onpolicy.rule=best_of: pair rule 'best_of' is none of"):
         load_spec(tiny_overrides(tiny_root, *ONPOLICY, "onpolicy.rule=best_of"))

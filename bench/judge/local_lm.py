@@ -16,6 +16,7 @@ the tokenizer's chat template when it has one, else kept as ChatML text with an 
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import logging
 import time
 from collections.abc import Sequence
@@ -150,24 +151,27 @@ class LocalLMJudge:
 
     def answer_logprobs(self, prompts: Sequence[str]) -> np.ndarray:
         """(n, 2): log P(m), log P(M) as the next token after each rendered prompt."""
-        first, second = answer_token_ids(self.tokenizer)
         encoded = [self.encode(self.render(p)) for p in prompts]
+        return self.next_token_logprobs(encoded, list(answer_token_ids(self.tokenizer)))
+
+    def next_token_logprobs(self, encoded: list[list[int]], groups: list[list[int]]) -> np.ndarray:
+        """(n, len(groups)): log P(the next token is one of group g's ids) after each encoded prompt."""
         if _use_vllm():
-            return self._vllm_logprobs(encoded, first, second)
+            return self._vllm_logprobs(encoded, groups)
         model = self._load_model()
         limit = getattr(model.config, "max_position_embeddings", None)
         too_long = [len(e) for e in encoded if limit and len(e) > limit]
         if too_long:
             raise ValueError(
-                f"local_lm judge: {len(too_long)} prompts exceed the judge model's {limit} positions "
+                f"local LM judge: {len(too_long)} prompts exceed the judge model's {limit} positions "
                 f"(longest {max(too_long)} tokens): use a judge with a longer context or shorter outputs"
             )
-        out = np.empty((len(encoded), 2))
+        out = np.empty((len(encoded), len(groups)))
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))  # similar lengths share a batch
         for start in range(0, len(order), self.batch_size):
             rows = order[start : start + self.batch_size]
             logp = self._last_logprobs(model, [encoded[i] for i in rows])
-            for label, ids in enumerate((first, second)):
+            for label, ids in enumerate(groups):
                 out[rows, label] = logp[:, ids].logsumexp(-1).double().cpu().numpy()
         return out
 
@@ -195,7 +199,7 @@ class LocalLMJudge:
                 logits = model(**inputs).logits[:, -1]
         return logits.float().log_softmax(-1)
 
-    def _vllm_logprobs(self, encoded: list[list[int]], first: list[int], second: list[int]) -> np.ndarray:
+    def _vllm_logprobs(self, encoded: list[list[int]], groups: list[list[int]]) -> np.ndarray:
         """vLLM path (GPU with vllm installed). UNTESTED here: neither exists on the machines this was written
         on. Exact log-probs without top-k truncation: each candidate token is appended to the prompt and its
         prompt log-prob read back (prompt_logprobs=0 returns the actual token's)."""
@@ -203,15 +207,14 @@ class LocalLMJudge:
 
         if self._model is None:
             self._model = LLM(model=self.model_path, seed=0, enable_prefix_caching=True)
-        candidates = first + second
+        candidates = [c for ids in groups for c in ids]
         requests = [{"prompt_token_ids": [*seq, c]} for seq in encoded for c in candidates]
         results = self._model.generate(requests, SamplingParams(max_tokens=1, prompt_logprobs=0))
         lp = np.array(
             [r.prompt_logprobs[-1][r.prompt_token_ids[-1]].logprob for r in results], dtype=float
         ).reshape(len(encoded), len(candidates))
-        return np.stack(
-            [np.logaddexp.reduce(lp[:, : len(first)], 1), np.logaddexp.reduce(lp[:, len(first) :], 1)], 1
-        )
+        bounds = np.cumsum([0, *(len(ids) for ids in groups)])
+        return np.stack([np.logaddexp.reduce(lp[:, a:b], 1) for a, b in itertools.pairwise(bounds)], 1)
 
     def __call__(self, prompts: Sequence[str], **kwargs: Any) -> dict[str, list[Any]]:
         """The fn_completions contract; completions_all holds what AlpacaEval's logprob_parser reads."""

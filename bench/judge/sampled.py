@@ -4,13 +4,16 @@ pairwise, for the sample stage (bench.stages.sample).
   pointwise   gold          the data's true reward (the toy world's, an oracle no real setting has)
               toy           the toy world's judge score s (the length-biased judge is Bradley-Terry on it)
               reward_model  a sequence classifier's reward (eval.judge=reward_model's model)
+              rubric        a local LM's expected score on Self-Rewarding's additive 5-point rubric (Yuan et
+                            al. 2024; bench/judge/rubric.py): sampling only, onpolicy.judge_model's model
   pairwise    local_lm, any AlpacaEval annotator config: only a preference between two completions, through
               alpaca_eval's own PairwiseAnnotator (its prompt template, parser and position swap), so only the
               pair rule that needs no scores (random_pair) can use them
 
 A pairwise verdict that does not parse is counted and reported (provenance.json), never read as a tie; more
 than eval.judge_max_malformed of them fails the stage. onpolicy.judge_model=start makes the model the run
-starts from its own judge (self-rewarding, Yuan et al. 2024, arXiv:2401.10020).
+starts from its own judge (self-rewarding, Yuan et al. 2024, arXiv:2401.10020): with `rubric` as the paper
+scores, with `local_lm` through AlpacaEval's pairwise prompt.
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.core.errors import ConfigError, UnavailableError
-from bench.judge import reward_model
+from bench.judge import reward_model, rubric
 from bench.judge.api import check_api_judge
 from bench.judge.registry import check_our_judge, fn_completions, quiet_alpaca_eval_import, resolve_judge
+from bench.judge.rubric import RubricJudge
 from bench.sources.pair_rules import pair_rule
 
 if TYPE_CHECKING:
@@ -33,7 +37,7 @@ if TYPE_CHECKING:
     from bench.specs import RunSpec
 
 log = logging.getLogger(__name__)
-POINTWISE = ("gold", "toy", "reward_model")
+POINTWISE = ("gold", "toy", "reward_model", "rubric")
 
 
 def is_pointwise(spec: RunSpec) -> bool:
@@ -68,10 +72,16 @@ def check_sampling_judge(spec: RunSpec, sources: Sources) -> None:
         )
     if o.judge in ("gold", "toy"):
         return
+    if o.judge == "rubric":
+        _check_rubric(spec, sources)
+        return
     try:  # an unknown name: ConfigError with ours, AlpacaEval's, near matches
         judge = resolve_judge(o.judge)
     except ConfigError as err:
-        gold = "; sampling also takes onpolicy.judge=gold (the data's true reward: the toy world's)"
+        gold = (
+            "; sampling also takes onpolicy.judge=gold (the data's true reward: the toy world's) and "
+            "onpolicy.judge=rubric (a local LM on Self-Rewarding's 5-point rubric)"
+        )
         raise ConfigError(f"{_onpolicy_keys(err)}{gold}") from err
     if o.judge not in POINTWISE and rule.needs_scores:
         raise ConfigError(
@@ -85,6 +95,29 @@ def check_sampling_judge(spec: RunSpec, sources: Sources) -> None:
             check_our_judge(judge, scoped, sources)
         else:
             check_api_judge(judge.name, judge.config)
+    except (ConfigError, UnavailableError) as err:
+        raise _onpolicy_keys(err) from err
+
+
+def _rubric_model(spec: RunSpec, sources: Sources, start: Path | None) -> str:
+    """The rubric judge's model folder: onpolicy.judge_model (`start`: the model the run starts from;
+    `reference`: the run's reference), else eval.judge_model."""
+    model = spec.onpolicy.judge_model or spec.eval.judge_model
+    if not model:
+        raise ConfigError(
+            "onpolicy.judge=rubric needs a judge model: onpolicy.judge_model=start (the model the run starts "
+            "from scores its own samples: self-rewarding), reference, or <model folder>"
+        )
+    if model == "start" and start is not None:
+        return str(start)
+    if model in ("start", "reference"):  # preflight: the start's tokenizer is the reference's
+        return str(sources.model.reference())
+    return model
+
+
+def _check_rubric(spec: RunSpec, sources: Sources) -> None:
+    try:
+        rubric.check(_rubric_model(spec, sources, None))
     except (ConfigError, UnavailableError) as err:
         raise _onpolicy_keys(err) from err
 
@@ -127,6 +160,10 @@ class SamplingJudge:
             score = self.sources.data.judge_score()
             assert score is not None
             return lambda _prompt, texts: [score(t) for t in texts]
+        if judge == "rubric":
+            return RubricJudge(
+                _rubric_model(self.spec, self.sources, self.start), self.spec.eval.judge_batch_size
+            ).scores
         model = reward_model.make_fn_completions(judge_spec(self.spec, self.start), self.sources)
         return lambda prompt, texts: model.rewards([(prompt, t) for t in texts])
 

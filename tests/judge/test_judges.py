@@ -195,6 +195,37 @@ def test_local_lm_renders_with_a_chat_template(tiny_lm: Path) -> None:
     assert logprobs.shape == (1, 2) and np.isfinite(logprobs).all()
 
 
+def test_rubric_judge_scores_the_expected_point_after_the_papers_prompt(tiny_lm: Path) -> None:
+    """onpolicy.judge=rubric: Self-Rewarding's additive 5-point prompt with the instruction and response in
+    it, the judge's turn opened with "Score:", the score the expected digit 0-5 of the next token (each
+    digit's single-token spellings summed, renormalised over the six); batched (left-padded) as unpadded."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bench.judge.rubric import PROMPT, RubricJudge
+
+    tok = AutoTokenizer.from_pretrained(tiny_lm)
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm, dtype=torch.float32).eval()
+    digits = [[t[0] for s in (str(d), f" {d}") if len(t := tok.encode(s)) == 1] for d in range(6)]
+    assert all(digits)
+
+    def direct(instruction: str, response: str) -> float:
+        content = PROMPT.replace("{instruction}", instruction).replace("{response}", response)
+        text = f"<|im_start|>user\n{content}\n<|im_end|>\n<|im_start|>assistant\nScore:"
+        with torch.no_grad():
+            p = model(torch.tensor([tok.encode(text)])).logits[0, -1].double().softmax(-1)
+        mass = [sum(float(p[i]) for i in ids) for ids in digits]
+        return sum(d * m for d, m in enumerate(mass)) / sum(mass)
+
+    assert "additive 5-point scoring system" in PROMPT and 'format: "Score: <total points>"' in PROMPT
+    judge = RubricJudge(str(tiny_lm), batch_size=2)
+    assert "User: review : x\n\n<response> good</response>" in judge.rubric_text("review : x", " good")
+    completions = [" good", " a long and dull plot", "x"]
+    scores = judge.scores("review : x", completions)
+    assert scores == pytest.approx([direct("review : x", c) for c in completions], abs=1e-6)
+    assert all(0 <= v <= 5 for v in scores) and max(scores) - min(scores) > 1e-4  # the check is sharp
+
+
 def test_local_lm_preflight(spec: RunSpec, tmp_path: Path) -> None:
     from bench.toyworld.vocab import save_tokenizer
 
