@@ -63,17 +63,20 @@ def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
         raise error(f"eval.judge_model={path!r} ({where}): cannot load its tokenizer: {err}") from err
 
 
+def single_token_spellings(tokenizer: PreTrainedTokenizerBase, label: str) -> list[int]:
+    """The ids of `label` spelled as one token, bare and after a space (none when neither is one token)."""
+    found: list[int] = []
+    for text in (label, " " + label):
+        enc = tokenizer.encode(text, add_special_tokens=False)
+        if len(enc) == 1 and enc[0] != tokenizer.unk_token_id and enc[0] not in found:
+            found.append(enc[0])
+    return found
+
+
 def answer_token_ids(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
     """The single-token spellings of "m" and "M" (bare and space-prefixed); ConfigError unless both exist and
     differ, since the judge's answer is the choice between them."""
-    ids: list[list[int]] = []
-    for label in (FIRST, SECOND):
-        found = []
-        for text in (label, " " + label):
-            enc = tokenizer.encode(text, add_special_tokens=False)
-            if len(enc) == 1 and enc[0] != tokenizer.unk_token_id and enc[0] not in found:
-                found.append(enc[0])
-        ids.append(found)
+    ids = [single_token_spellings(tokenizer, label) for label in (FIRST, SECOND)]
     if not ids[0] or not ids[1] or set(ids[0]) & set(ids[1]):
         raise ConfigError(
             f"eval.judge=local_lm: the judge model's tokenizer must spell {FIRST!r} and {SECOND!r} as "

@@ -13,10 +13,15 @@ asks for first. The prompt is the paper's, rendered with the judge's chat templa
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from bench.core.errors import ConfigError
-from bench.judge.local_lm import LocalLMJudge, load_tokenizer
+from bench.judge.local_lm import LocalLMJudge, load_tokenizer, single_token_spellings
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 POINTS = tuple(range(6))  # the additive rubric's totals: 0 (no criterion met) to 5
 ANSWER_PREFIX = "Score:"  # the judge's turn starts here, as the paper's format asks it to conclude
@@ -48,17 +53,10 @@ After examining the user's instruction and the response:
 """
 
 
-def score_token_ids(tokenizer: object) -> list[list[int]]:
+def score_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[list[int]]:
     """Each of the digits 0-5's single-token spellings (bare and space-prefixed); ConfigError naming the
     digits a tokenizer cannot spell as one token, since the score is read from the next token."""
-    groups: list[list[int]] = []
-    for point in POINTS:
-        found: list[int] = []
-        for text in (str(point), f" {point}"):
-            ids = tokenizer.encode(text, add_special_tokens=False)  # type: ignore[attr-defined]
-            if len(ids) == 1 and ids[0] != getattr(tokenizer, "unk_token_id", None) and ids[0] not in found:
-                found.append(ids[0])
-        groups.append(found)
+    groups = [single_token_spellings(tokenizer, str(point)) for point in POINTS]
     missing = [str(p) for p, ids in zip(POINTS, groups, strict=True) if not ids]
     if missing:
         raise ConfigError(

@@ -26,10 +26,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.core.errors import ConfigError, UnavailableError
-from bench.judge import reward_model, rubric
+from bench.judge import local_lm, reward_model, rubric
 from bench.judge.api import check_api_judge
 from bench.judge.registry import check_our_judge, fn_completions, quiet_alpaca_eval_import, resolve_judge
-from bench.judge.rubric import RubricJudge
 from bench.sources.pair_rules import pair_rule
 
 if TYPE_CHECKING:
@@ -102,17 +101,13 @@ def check_sampling_judge(spec: RunSpec, sources: Sources) -> None:
 def _rubric_model(spec: RunSpec, sources: Sources, start: Path | None) -> str:
     """The rubric judge's model folder: onpolicy.judge_model (`start`: the model the run starts from;
     `reference`: the run's reference), else eval.judge_model."""
-    model = spec.onpolicy.judge_model or spec.eval.judge_model
-    if not model:
+    scoped = judge_spec(spec, start)  # start -> its folder; in preflight the reference (same tokenizer)
+    if not scoped.eval.judge_model:
         raise ConfigError(
             "onpolicy.judge=rubric needs a judge model: onpolicy.judge_model=start (the model the run starts "
             "from scores its own samples: self-rewarding), reference, or <model folder>"
         )
-    if model == "start" and start is not None:
-        return str(start)
-    if model in ("start", "reference"):  # preflight: the start's tokenizer is the reference's
-        return str(sources.model.reference())
-    return model
+    return local_lm.judge_model_path(scoped, sources)
 
 
 def _check_rubric(spec: RunSpec, sources: Sources) -> None:
@@ -161,7 +156,7 @@ class SamplingJudge:
             assert score is not None
             return lambda _prompt, texts: [score(t) for t in texts]
         if judge == "rubric":
-            return RubricJudge(
+            return rubric.RubricJudge(
                 _rubric_model(self.spec, self.sources, self.start), self.spec.eval.judge_batch_size
             ).scores
         model = reward_model.make_fn_completions(judge_spec(self.spec, self.start), self.sources)
